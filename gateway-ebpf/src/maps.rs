@@ -1,0 +1,32 @@
+//! Every map of Tollgate's eBPF programs, declared once. Userspace finds them by the names in
+//! `gateway_common::MAP_*` (the static's name is the map's name).
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, LruHashMap},
+};
+use gateway_common::{
+    Attribution, FlowKey, GatewayConfig, MAX_FLOWS, MAX_PENDING, MAX_TARGETS, TargetKeyV4,
+    TargetKeyV6, TargetValue,
+};
+
+/// Protected IPv4 targets: port + address prefix -> target. Filled by userspace from the config.
+#[map]
+pub static TARGETS_V4: LpmTrie<TargetKeyV4, TargetValue> = LpmTrie::with_max_entries(MAX_TARGETS, 0);
+
+/// Protected IPv6 targets: port + address prefix -> target. Filled by userspace from the config.
+#[map]
+pub static TARGETS_V6: LpmTrie<TargetKeyV6, TargetValue> = LpmTrie::with_max_entries(MAX_TARGETS, 0);
+
+/// Index 0 holds the gateway's listener addresses and its own pid. Filled by userspace.
+#[map]
+pub static GATEWAY: Array<GatewayConfig> = Array::with_max_entries(1, 0);
+
+/// Redirected connects whose TCP handshake has not completed yet, by socket cookie.
+/// LRU: a connect that never completes is evicted rather than leaked.
+#[map]
+pub static PENDING: LruHashMap<u64, Attribution> = LruHashMap::with_max_entries(MAX_PENDING, 0);
+
+/// Established redirected flows, by 4-tuple, until the gateway claims (and deletes) them.
+#[map]
+pub static FLOWS: LruHashMap<FlowKey, Attribution> = LruHashMap::with_max_entries(MAX_FLOWS, 0);

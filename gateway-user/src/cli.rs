@@ -1,0 +1,96 @@
+//! Command-line interface of the `tollgate` binary.
+
+use std::{ffi::OsString, path::PathBuf};
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// Default configuration file.
+pub const DEFAULT_CONFIG: &str = "/etc/tollgate/tollgate.toml";
+
+/// Tollgate: record, attribute and guard every MySQL session on this host.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// Log line format (level via TOLLGATE_LOG, e.g. `debug`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: attach the eBPF programs, accept, relay and record until SIGINT/SIGTERM.
+    Serve {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; errors name the field and the line.
+    CheckConfig {
+        /// Configuration file.
+        file: PathBuf,
+    },
+    /// Run a command inside the managed cgroup, so its MySQL connections go through the gateway.
+    Run {
+        /// Configuration file (for interception.cgroup).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "cgroup")]
+        config: PathBuf,
+        /// The cgroup to join, instead of reading it from the configuration.
+        #[arg(long)]
+        cgroup: Option<PathBuf>,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
+        command: Vec<OsString>,
+    },
+    /// Recorded sessions.
+    Sessions {
+        /// What to do with them.
+        #[command(subcommand)]
+        command: SessionsCommand,
+    },
+}
+
+/// `tollgate sessions ...`
+#[derive(Debug, Subcommand)]
+pub enum SessionsCommand {
+    /// List recorded sessions, oldest first.
+    List {
+        /// Configuration file (for recording.store).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
+        config: PathBuf,
+        /// Read this store directory instead of the configured one.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Print the raw events as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_takes_the_rest_as_the_command() {
+        let cli = Cli::try_parse_from(["tollgate", "run", "--cgroup", "/x", "mariadb", "-h", "db"])
+            .expect("parse");
+        let Command::Run { command, cgroup, .. } = cli.command else {
+            panic!("expected run");
+        };
+        assert_eq!(cgroup, Some(PathBuf::from("/x")));
+        assert_eq!(command, ["mariadb", "-h", "db"].map(OsString::from));
+    }
+}

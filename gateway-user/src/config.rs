@@ -1,0 +1,579 @@
+//! `tollgate.toml`: the one configuration loader. Parsing and validation both report the field
+//! path and the line, e.g. `tollgate.toml:12:11: targets[1].address: invalid IP prefix`.
+
+use std::{
+    collections::HashSet,
+    fmt,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Deserializer};
+use toml::Spanned;
+
+/// Default cgroup that Tollgate creates and steers (cgroup v2, as mounted on hybrid hosts).
+pub const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/unified/tollgate";
+/// Default directory of the embedded recording store.
+pub const DEFAULT_STORE: &str = "/var/lib/tollgate/recordings";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where the gateway accepts connections (redirected or direct).
+    pub listener: ListenerConfig,
+    /// How connections are steered into the gateway.
+    #[serde(default)]
+    pub interception: InterceptionConfig,
+    /// Where sessions are recorded.
+    #[serde(default)]
+    pub recording: RecordingConfig,
+    /// Connection limits and timeouts.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// The protected databases. A connect to one of them from the managed cgroup lands in the
+    /// gateway.
+    pub targets: Vec<TargetConfig>,
+}
+
+/// `[listener]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerConfig {
+    /// Listening sockets; at most one IPv4 and one IPv6 address (the eBPF programs redirect each
+    /// family to one address).
+    pub addresses: Vec<Spanned<SocketAddr>>,
+    /// Target used for connections that were not redirected by the eBPF programs (a client that
+    /// dials the gateway directly, or `interception.mode = "off"`). Without it such connections
+    /// are refused.
+    #[serde(default)]
+    pub fallback_target: Option<Spanned<String>>,
+}
+
+/// How connections reach the gateway.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InterceptionMode {
+    /// eBPF `cgroup/connect4`/`connect6` + `sockops` on a managed cgroup (needs root).
+    #[default]
+    Cgroup,
+    /// No eBPF: clients dial the listener themselves and reach the fallback target.
+    Off,
+}
+
+/// `[interception]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InterceptionConfig {
+    /// Steering mode.
+    #[serde(default)]
+    pub mode: InterceptionMode,
+    /// The cgroup v2 directory Tollgate creates and attaches its programs to. Never a cgroup
+    /// mount's root. Processes placed in it (e.g. by `tollgate run`) are steered.
+    #[serde(default = "default_cgroup")]
+    pub cgroup: PathBuf,
+}
+
+impl Default for InterceptionConfig {
+    fn default() -> Self {
+        Self {
+            mode: InterceptionMode::default(),
+            cgroup: default_cgroup(),
+        }
+    }
+}
+
+fn default_cgroup() -> PathBuf {
+    PathBuf::from(DEFAULT_CGROUP)
+}
+
+/// `[recording]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordingConfig {
+    /// Directory of the embedded recording store (created when missing).
+    #[serde(default = "default_store")]
+    pub store: PathBuf,
+}
+
+impl Default for RecordingConfig {
+    fn default() -> Self {
+        Self {
+            store: default_store(),
+        }
+    }
+}
+
+fn default_store() -> PathBuf {
+    PathBuf::from(DEFAULT_STORE)
+}
+
+/// `[limits]`
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Most sessions at once; a client over the limit gets MySQL error 1040.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// How long dialing a target may take before the client gets error 2003.
+    #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// How long shutdown waits for live sessions before closing them.
+    #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            connect_timeout: default_connect_timeout(),
+            shutdown_grace: default_shutdown_grace(),
+        }
+    }
+}
+
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_shutdown_grace() -> Duration {
+    Duration::from_secs(10)
+}
+
+/// `[[targets]]`: one protected database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Unique name, used in logs, recordings and errors.
+    pub name: Spanned<String>,
+    /// Address or prefix of the database host(s), e.g. `198.18.0.10` or `198.18.0.0/24`.
+    #[serde(deserialize_with = "deserialize_prefix")]
+    pub address: IpNet,
+    /// MySQL port of the target.
+    pub port: Spanned<u16>,
+    /// Where the gateway dials (`host:port`); by default the connection's original destination.
+    #[serde(default)]
+    pub upstream: Option<Spanned<String>>,
+}
+
+impl TargetConfig {
+    /// The address the gateway dials for a connection to this target whose original destination
+    /// is `original` (or unknown, for a connection that was not redirected).
+    #[must_use]
+    pub fn upstream_for(&self, original: Option<SocketAddr>) -> Option<UpstreamAddr> {
+        if let Some(upstream) = &self.upstream {
+            return Some(UpstreamAddr::Named(upstream.get_ref().clone()));
+        }
+        if let Some(original) = original {
+            return Some(UpstreamAddr::Socket(original));
+        }
+        self.single_host()
+            .map(|ip| UpstreamAddr::Socket(SocketAddr::new(ip, *self.port.get_ref())))
+    }
+
+    /// The target's address when it names exactly one host.
+    fn single_host(&self) -> Option<IpAddr> {
+        (self.address.prefix_len() == self.address.max_prefix_len()).then(|| self.address.addr())
+    }
+}
+
+/// Where to dial a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamAddr {
+    /// A socket address (the original destination or a literal).
+    Socket(SocketAddr),
+    /// A `host:port` resolved at dial time.
+    Named(String),
+}
+
+impl fmt::Display for UpstreamAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Socket(addr) => addr.fmt(f),
+            Self::Named(name) => f.write_str(name),
+        }
+    }
+}
+
+fn deserialize_prefix<'de, D: Deserializer<'de>>(deserializer: D) -> Result<IpNet, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_prefix(&text).map_err(serde::de::Error::custom)
+}
+
+/// Parses `198.18.0.10`, `198.18.0.0/24`, `fd00:198:18::10` or `fd00:198:18::/48`.
+pub fn parse_prefix(text: &str) -> Result<IpNet, String> {
+    if text.contains('/') {
+        let net: IpNet = text
+            .parse()
+            .map_err(|_| format!("invalid IP prefix {text:?} (expected e.g. 198.18.0.0/24)"))?;
+        Ok(net.trunc())
+    } else {
+        let ip: IpAddr = text
+            .parse()
+            .map_err(|_| format!("invalid IP address {text:?} (expected e.g. 198.18.0.10)"))?;
+        Ok(IpNet::from(ip))
+    }
+}
+
+/// Why a configuration was rejected: where, which field, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, or a field has a bad name, type or value.
+    #[error("{path}:{line}:{column}: {field}{message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the bad field.
+        line: usize,
+        /// 1-based column of the bad field.
+        column: usize,
+        /// The field's path followed by ": ", or empty when the error is not about one field.
+        field: String,
+        /// What is wrong and, where it helps, what to write instead.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in error messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let deserializer = toml::Deserializer::new(text);
+        let config: Self = serde_path_to_error::deserialize(deserializer).map_err(|error| {
+            let field = error.path().to_string();
+            let inner = error.into_inner();
+            let span = inner.span().unwrap_or(0..0);
+            let (line, column) = line_column(text, span.start);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                field: if field == "." || field.is_empty() {
+                    String::new()
+                } else {
+                    format!("{field}: ")
+                },
+                message: inner.message().trim().to_owned(),
+            }
+        })?;
+        config.validate().map_err(|invalid| {
+            let (line, column) = line_column(text, invalid.offset);
+            ConfigError::Invalid {
+                path: path.to_owned(),
+                line,
+                column,
+                field: format!("{}: ", invalid.field),
+                message: invalid.message,
+            }
+        })?;
+        Ok(config)
+    }
+
+    /// Checks what the types alone cannot: cross-field rules.
+    fn validate(&self) -> Result<(), Invalid> {
+        let listener = &self.listener;
+        if listener.addresses.is_empty() {
+            return Err(Invalid::new(
+                0,
+                "listener.addresses",
+                "at least one address is needed, e.g. [\"127.0.0.1:15306\"]",
+            ));
+        }
+        let mut families = HashSet::new();
+        for (i, address) in listener.addresses.iter().enumerate() {
+            if !families.insert(address.get_ref().is_ipv4()) {
+                return Err(Invalid::new(
+                    address.span().start,
+                    format!("listener.addresses[{i}]"),
+                    "at most one IPv4 and one IPv6 address: redirected connections of each \
+                     family go to exactly one listener",
+                ));
+            }
+        }
+        if self.targets.is_empty() {
+            return Err(Invalid::new(
+                0,
+                "targets",
+                "at least one [[targets]] entry is needed",
+            ));
+        }
+        let mut names = HashSet::new();
+        for (i, target) in self.targets.iter().enumerate() {
+            let name = target.name.get_ref();
+            if name.trim().is_empty() {
+                return Err(Invalid::new(
+                    target.name.span().start,
+                    format!("targets[{i}].name"),
+                    "must not be empty",
+                ));
+            }
+            if !names.insert(name.as_str()) {
+                return Err(Invalid::new(
+                    target.name.span().start,
+                    format!("targets[{i}].name"),
+                    format!("duplicate target name {name:?}"),
+                ));
+            }
+            if *target.port.get_ref() == 0 {
+                return Err(Invalid::new(
+                    target.port.span().start,
+                    format!("targets[{i}].port"),
+                    "must be 1-65535",
+                ));
+            }
+            if let Some(upstream) = &target.upstream {
+                if !is_host_port(upstream.get_ref()) {
+                    return Err(Invalid::new(
+                        upstream.span().start,
+                        format!("targets[{i}].upstream"),
+                        format!("expected host:port, got {:?}", upstream.get_ref()),
+                    ));
+                }
+            }
+        }
+        match &listener.fallback_target {
+            Some(fallback) => {
+                let Some(target) = self.target_by_name(fallback.get_ref()) else {
+                    return Err(Invalid::new(
+                        fallback.span().start,
+                        "listener.fallback_target",
+                        format!("no target named {:?}", fallback.get_ref()),
+                    ));
+                };
+                if target.upstream_for(None).is_none() {
+                    return Err(Invalid::new(
+                        fallback.span().start,
+                        "listener.fallback_target",
+                        format!(
+                            "target {:?} covers a prefix, so a direct connection has no host to \
+                             reach: give it an `upstream = \"host:port\"`",
+                            fallback.get_ref()
+                        ),
+                    ));
+                }
+            }
+            None if self.interception.mode == InterceptionMode::Off => {
+                return Err(Invalid::new(
+                    0,
+                    "listener.fallback_target",
+                    "required when interception.mode = \"off\" (no connection is redirected, so \
+                     every one goes to the fallback target)",
+                ));
+            }
+            None => {}
+        }
+        if !self.interception.cgroup.is_absolute() {
+            return Err(Invalid::new(
+                0,
+                "interception.cgroup",
+                "must be an absolute path inside a cgroup v2 mount",
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(Invalid::new(0, "limits.max_connections", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    /// The target with this name.
+    #[must_use]
+    pub fn target_by_name(&self, name: &str) -> Option<&TargetConfig> {
+        self.targets.iter().find(|t| t.name.get_ref() == name)
+    }
+
+    /// The fallback target, if one is configured.
+    #[must_use]
+    pub fn fallback_target(&self) -> Option<&TargetConfig> {
+        self.listener
+            .fallback_target
+            .as_ref()
+            .and_then(|name| self.target_by_name(name.get_ref()))
+    }
+}
+
+/// A validation failure, before it is placed in the file.
+struct Invalid {
+    offset: usize,
+    field: String,
+    message: String,
+}
+
+impl Invalid {
+    fn new(offset: usize, field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            offset,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+fn is_host_port(text: &str) -> bool {
+    if text.parse::<SocketAddr>().is_ok() {
+        return true;
+    }
+    match text.rsplit_once(':') {
+        Some((host, port)) => {
+            !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
+        }
+        None => false,
+    }
+}
+
+/// 1-based line and column of a byte offset.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or("");
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[listener]
+addresses = ["127.0.0.1:15306", "[::1]:15306"]
+
+[interception]
+cgroup = "/sys/fs/cgroup/unified/tollgate-test"
+
+[recording]
+store = "/tmp/tollgate-rec"
+
+[[targets]]
+name = "lab"
+address = "198.18.0.0/24"
+port = 3306
+"#;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("tollgate.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn parses_a_good_file() {
+        let config = parse(GOOD).expect("good config");
+        assert_eq!(config.listener.addresses.len(), 2);
+        assert_eq!(config.targets[0].address.to_string(), "198.18.0.0/24");
+        assert_eq!(config.interception.mode, InterceptionMode::Cgroup);
+        assert_eq!(config.limits.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn unknown_field_names_field_and_line() {
+        let text = GOOD.replace("port = 3306", "prot = 3306");
+        let error = parse(&text).expect_err("unknown field");
+        assert!(error.starts_with("tollgate.toml:14:1: targets[0]"), "{error}");
+        assert!(error.contains("unknown field `prot`"), "{error}");
+    }
+
+    #[test]
+    fn bad_prefix_names_field_and_line() {
+        let text = GOOD.replace("198.18.0.0/24", "198.18.0.300/24");
+        let error = parse(&text).expect_err("bad prefix");
+        assert!(
+            error.starts_with("tollgate.toml:13:11: targets[0].address: invalid IP prefix"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn bad_listener_address_names_field_and_line() {
+        let text = GOOD.replace("\"[::1]:15306\"", "\"localhost\"");
+        let error = parse(&text).expect_err("bad listener");
+        assert!(error.starts_with("tollgate.toml:3:"), "{error}");
+        assert!(error.contains("listener.addresses"), "{error}");
+    }
+
+    #[test]
+    fn duplicate_target_name_is_rejected_with_line() {
+        let text = format!("{GOOD}\n[[targets]]\nname = \"lab\"\naddress = \"198.18.1.1\"\nport = 3306\n");
+        let error = parse(&text).expect_err("duplicate");
+        assert!(error.starts_with("tollgate.toml:17:8: targets[1].name"), "{error}");
+    }
+
+    #[test]
+    fn two_listeners_of_one_family_are_rejected() {
+        let text = GOOD.replace("\"[::1]:15306\"", "\"127.0.0.2:15306\"");
+        let error = parse(&text).expect_err("two v4");
+        assert!(error.contains("listener.addresses[1]"), "{error}");
+    }
+
+    #[test]
+    fn off_mode_needs_a_fallback_with_a_host() {
+        let text = GOOD.replace("[interception]", "[interception]\nmode = \"off\"");
+        let error = parse(&text).expect_err("no fallback");
+        assert!(error.contains("listener.fallback_target: required"), "{error}");
+
+        let text = text.replace(
+            "addresses = [",
+            "fallback_target = \"lab\"\naddresses = [",
+        );
+        let error = parse(&text).expect_err("prefix fallback");
+        assert!(error.contains("covers a prefix"), "{error}");
+
+        let text = text.replace("port = 3306", "port = 3306\nupstream = \"db.internal:3306\"");
+        let config = parse(&text).expect("fallback with upstream");
+        let fallback = config.fallback_target().expect("fallback");
+        assert_eq!(
+            fallback.upstream_for(None),
+            Some(UpstreamAddr::Named("db.internal:3306".into()))
+        );
+    }
+
+    #[test]
+    fn single_host_target_dials_itself() {
+        let text = GOOD.replace("198.18.0.0/24", "198.18.0.10");
+        let config = parse(&text).expect("config");
+        assert_eq!(
+            config.targets[0].upstream_for(None),
+            Some(UpstreamAddr::Socket("198.18.0.10:3306".parse().expect("addr")))
+        );
+    }
+
+    #[test]
+    fn prefixes_are_truncated_and_plain_ips_are_hosts() {
+        assert_eq!(parse_prefix("198.18.0.7/24").expect("ok").to_string(), "198.18.0.0/24");
+        assert_eq!(parse_prefix("fd00:198:18::10").expect("ok").to_string(), "fd00:198:18::10/128");
+        assert!(parse_prefix("nope").is_err());
+    }
+
+    #[test]
+    fn toml_syntax_error_has_line() {
+        let error = parse("[listener\n").expect_err("syntax");
+        assert!(error.starts_with("tollgate.toml:1:"), "{error}");
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert!(is_host_port("db:3306"));
+        assert!(is_host_port("[::1]:3306"));
+        assert!(is_host_port("10.0.0.1:3306"));
+        assert!(!is_host_port("db"));
+        assert!(!is_host_port("db:0"));
+        assert!(!is_host_port(":3306"));
+    }
+}

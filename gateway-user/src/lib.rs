@@ -1,0 +1,18 @@
+//! Tollgate: a MySQL gateway that every MySQL-bound connection on a host is steered into by
+//! eBPF, so each session can be attributed, recorded and (in later stages) masked and guarded.
+//!
+//! Map (see `ARCHITECTURE.md`): [`config`] loads `tollgate.toml`; [`server`] accepts and runs
+//! [`session`]s; [`intercept`] loads the eBPF programs and answers who opened a socket;
+//! [`upstream`] dials the database; [`protocol`] holds MySQL wire encodings; [`recording`]
+//! writes session events to the embedded store, which [`sessions`] reads back.
+
+pub mod cli;
+pub mod config;
+pub mod intercept;
+pub mod protocol;
+pub mod recording;
+pub mod server;
+pub mod session;
+pub mod sessions;
+pub mod telemetry;
+pub mod upstream;

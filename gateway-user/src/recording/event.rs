@@ -1,0 +1,143 @@
+//! Recorded events: versioned JSON documents, one per line in the store.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Version of the event schema written by this build.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordedEvent {
+    /// Schema version ([`SCHEMA_VERSION`]).
+    pub v: u32,
+    /// Unique id of this event (UUIDv7), so consumers can drop duplicates.
+    pub id: Uuid,
+    /// The session the event belongs to (UUIDv7: sorts by start time).
+    pub session_id: Uuid,
+    /// When it happened.
+    #[serde(with = "time::serde::rfc3339")]
+    pub time: OffsetDateTime,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventKind {
+    /// A client connection was accepted and its target resolved.
+    #[serde(rename = "session.started")]
+    SessionStarted(SessionStarted),
+    /// The session is over.
+    #[serde(rename = "session.ended")]
+    SessionEnded(SessionEnded),
+}
+
+/// Body of `session.started`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionStarted {
+    /// Gateway instance that served the session (`host/pid`).
+    pub gateway: String,
+    /// The client's address as the gateway's listener saw it.
+    pub client_addr: SocketAddr,
+    /// The connecting process, when the connection was redirected by the kernel.
+    pub process: Option<ProcessInfo>,
+    /// Name of the target from the configuration.
+    pub target: String,
+    /// Where the client was connecting to, when redirected.
+    pub original_destination: Option<SocketAddr>,
+    /// What the gateway dialed.
+    pub upstream: String,
+    /// The gateway's local address on the upstream connection (what the database sees).
+    pub upstream_local_addr: Option<SocketAddr>,
+}
+
+/// Kernel-attested identity of the connecting process (from the `cgroup/connect*` programs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessInfo {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id that called `connect()`.
+    pub tid: u32,
+    /// Real user id.
+    pub uid: u32,
+    /// Real group id.
+    pub gid: u32,
+    /// Command name (`comm`).
+    pub comm: String,
+    /// cgroup v2 id.
+    pub cgroup_id: u64,
+}
+
+/// Body of `session.ended`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionEnded {
+    /// Why it ended.
+    pub reason: EndReason,
+    /// Detail for errors (never a credential).
+    pub detail: Option<String>,
+    /// Bytes relayed client -> database, when known.
+    pub bytes_from_client: Option<u64>,
+    /// Bytes relayed database -> client, when known.
+    pub bytes_from_upstream: Option<u64>,
+    /// Session length in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// Both sides closed normally.
+    Closed,
+    /// The target could not be reached; the client got error 2003.
+    UpstreamUnreachable,
+    /// A read or write failed on one of the legs.
+    Error,
+    /// The gateway shut down while the session was live.
+    Shutdown,
+}
+
+impl RecordedEvent {
+    /// A new event of `kind` for `session_id`, stamped now.
+    #[must_use]
+    pub fn now(session_id: Uuid, kind: EventKind) -> Self {
+        Self {
+            v: SCHEMA_VERSION,
+            id: Uuid::now_v7(),
+            session_id,
+            time: OffsetDateTime::now_utc(),
+            kind,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_serialize_with_type_tag_and_round_trip() {
+        let event = RecordedEvent::now(
+            Uuid::now_v7(),
+            EventKind::SessionEnded(SessionEnded {
+                reason: EndReason::UpstreamUnreachable,
+                detail: Some("connection refused".into()),
+                bytes_from_client: None,
+                bytes_from_upstream: None,
+                duration_ms: 3,
+            }),
+        );
+        let json = serde_json::to_value(&event).expect("serialize");
+        assert_eq!(json["type"], "session.ended");
+        assert_eq!(json["reason"], "upstream_unreachable");
+        assert_eq!(json["v"], 1);
+        let back: RecordedEvent = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, event);
+    }
+}

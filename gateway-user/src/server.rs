@@ -1,0 +1,174 @@
+//! The gateway process: bind listeners, start interception and the recorder, accept within the
+//! connection limit, and shut down gracefully (stop accepting, let sessions finish for the
+//! grace period, end the rest, detach the programs, flush the recording).
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{Config, InterceptionMode},
+    intercept::{InterceptError, Interceptor},
+    protocol::{ErrPacket, error_code},
+    recording::{Recorder, StoreError},
+    session::{self, SessionContext},
+};
+
+/// Why the gateway could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A listener address could not be bound.
+    #[error("cannot listen on {addr}: {source}{hint}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// Interception could not start.
+    #[error(transparent)]
+    Intercept(#[from] InterceptError),
+    /// The recording store failed.
+    #[error(transparent)]
+    Recording(#[from] StoreError),
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let mut listeners = Vec::new();
+    for addr in &config.listener.addresses {
+        let addr = *addr.get_ref();
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
+            addr,
+            hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+                " (another process holds it: stop it or change listener.addresses)"
+            } else {
+                ""
+            },
+            source,
+        })?;
+        listeners.push(listener);
+    }
+    let bound: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+
+    let interceptor = match config.interception.mode {
+        InterceptionMode::Cgroup => Some(Interceptor::start(&config, &bound)?),
+        InterceptionMode::Off => None,
+    };
+    let recorder = Recorder::start(&config.recording.store);
+    let (recorder, recorder_task) = match recorder {
+        Ok(started) => started,
+        Err(error) => {
+            if let Some(interceptor) = interceptor {
+                interceptor.stop();
+            }
+            return Err(error.into());
+        }
+    };
+
+    let abort = CancellationToken::new();
+    let ctx = SessionContext {
+        config: Arc::clone(&config),
+        flows: interceptor.as_ref().map(Interceptor::flows),
+        recorder,
+        gateway_instance: gateway_instance().into(),
+        abort: abort.clone(),
+    };
+    tracing::info!(
+        listeners = ?bound,
+        cgroup = interceptor.as_ref().map(|i| i.cgroup_path().display().to_string()),
+        store = %config.recording.store.display(),
+        targets = config.targets.len(),
+        "tollgate ready"
+    );
+
+    let tracker = TaskTracker::new();
+    let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let accept_loops = TaskTracker::new();
+    for listener in listeners {
+        accept_loops.spawn(accept_loop(
+            listener,
+            ctx.clone(),
+            tracker.clone(),
+            Arc::clone(&limit),
+            shutdown.clone(),
+        ));
+    }
+    accept_loops.close();
+    accept_loops.wait().await;
+
+    // Shutdown: no new sessions; give live ones the grace period, then end them.
+    tracker.close();
+    let grace = config.limits.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::info!(live = tracker.len(), "grace period over; ending live sessions");
+        abort.cancel();
+        tracker.wait().await;
+    }
+    if let Some(interceptor) = interceptor {
+        interceptor.stop();
+    }
+    drop(ctx);
+    recorder_task.finish().await?;
+    tracing::info!("tollgate stopped");
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    ctx: SessionContext,
+    tracker: TaskTracker,
+    limit: Arc<Semaphore>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return,
+        };
+        let (mut stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(local) = stream.local_addr() else {
+            continue;
+        };
+        let Ok(permit) = Arc::clone(&limit).try_acquire_owned() else {
+            tracing::warn!(client = %peer, "connection limit reached; refusing");
+            tracker.spawn(async move {
+                let packet = ErrPacket::new(
+                    error_code::TOO_MANY_CONNECTIONS,
+                    "Tollgate: too many connections (limits.max_connections)",
+                )
+                .with_sql_state(*b"08004")
+                .encode(0, false);
+                let _ = stream.write_all(&packet).await;
+                let _ = stream.shutdown().await;
+            });
+            continue;
+        };
+        let ctx = ctx.clone();
+        tracker.spawn(async move {
+            session::serve(ctx, stream, peer, local).await;
+            drop(permit);
+        });
+    }
+}
+
+/// `hostname/pid`, naming this gateway replica in logs and recordings.
+fn gateway_instance() -> String {
+    let host = nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "unknown-host".into());
+    format!("{host}/{}", std::process::id())
+}

@@ -1,0 +1,219 @@
+//! One client connection from accept to close: resolve where it was going and who opened it,
+//! dial the target, relay both ways, and record the session's start and end.
+//!
+//! Phases (the protocol engine will add authentication and per-command hooks between
+//! `dial` and `relay`):
+//! 1. **resolve**: claim the kernel's attribution for the socket, or use the fallback target;
+//! 2. **dial**: connect to the target (error 2003 to the client on failure);
+//! 3. **relay**: copy bytes both ways until both sides close or the gateway shuts down.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tokio::{
+    io::{AsyncWriteExt as _, copy_bidirectional},
+    net::TcpStream,
+};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{
+    config::{Config, TargetConfig},
+    intercept::{FlowTable, Origin},
+    protocol::{ErrPacket, error_code},
+    recording::{
+        EndReason, EventKind, ProcessInfo, RecordedEvent, Recorder, SessionEnded, SessionStarted,
+    },
+    upstream::{self, DialError},
+};
+
+/// What every session shares.
+#[derive(Debug, Clone)]
+pub struct SessionContext {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Kernel attributions, when interception is on.
+    pub flows: Option<FlowTable>,
+    /// Where events go.
+    pub recorder: Recorder,
+    /// `host/pid` of this gateway, recorded with every session.
+    pub gateway_instance: Arc<str>,
+    /// Cancelled when live sessions must end (shutdown grace period over).
+    pub abort: CancellationToken,
+}
+
+/// Why the gateway itself refused or ended a session; each maps to one ERR packet.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The connection was not redirected and no fallback target is configured.
+    #[error(
+        "connection from {client} was not redirected by Tollgate and no listener.fallback_target \
+         is configured"
+    )]
+    NotRedirected {
+        /// The client.
+        client: SocketAddr,
+    },
+    /// The target could not be reached.
+    #[error("cannot reach target '{target}' at {addr}: {source}")]
+    UpstreamUnreachable {
+        /// Target name.
+        target: String,
+        /// What was dialed.
+        addr: String,
+        /// Why it failed.
+        source: DialError,
+    },
+}
+
+impl SessionError {
+    /// The one place a gateway-side failure becomes what the client reads.
+    #[must_use]
+    pub fn to_err_packet(&self) -> ErrPacket {
+        let code = match self {
+            Self::NotRedirected { .. } => error_code::HOST_NOT_PRIVILEGED,
+            Self::UpstreamUnreachable { .. } => error_code::CANNOT_REACH_SERVER,
+        };
+        ErrPacket::new(code, format!("Tollgate: {self}"))
+    }
+}
+
+/// Serves one accepted connection to completion. Never panics on peer behaviour; every outcome
+/// is logged and recorded.
+pub async fn serve(ctx: SessionContext, mut client: TcpStream, peer: SocketAddr, local: SocketAddr) {
+    let started = tokio::time::Instant::now();
+    let session_id = Uuid::now_v7();
+    let _ = client.set_nodelay(true);
+
+    // 1. resolve
+    let origin = ctx.flows.as_ref().and_then(|flows| flows.claim(peer, local));
+    let target = match resolve_target(&ctx.config, origin.as_ref()) {
+        Some(target) => target,
+        None => {
+            let error = SessionError::NotRedirected { client: peer };
+            tracing::warn!(%session_id, client = %peer, "{error}");
+            refuse(&mut client, &error).await;
+            return;
+        }
+    };
+    let original_destination = origin.as_ref().map(|o| o.original_destination);
+    let Some(upstream_addr) = target.upstream_for(original_destination) else {
+        // Validation guarantees the fallback has an address; this is a redirected connection
+        // whose original destination is always known, so this cannot happen.
+        tracing::error!(%session_id, "no upstream address for target {}", target.name.get_ref());
+        return;
+    };
+    let process = origin.as_ref().map(|o| o.process.clone());
+    let mut started_event = SessionStarted {
+        gateway: ctx.gateway_instance.to_string(),
+        client_addr: peer,
+        process: process.clone(),
+        target: target.name.get_ref().clone(),
+        original_destination,
+        upstream: upstream_addr.to_string(),
+        upstream_local_addr: None,
+    };
+
+    // 2. dial
+    let mut server = match upstream::dial(&upstream_addr, ctx.config.limits.connect_timeout).await {
+        Ok(server) => server,
+        Err(source) => {
+            let error = SessionError::UpstreamUnreachable {
+                target: target.name.get_ref().clone(),
+                addr: upstream_addr.to_string(),
+                source,
+            };
+            log_started(&session_id, &started_event);
+            tracing::warn!(%session_id, client = %peer, "{error}");
+            ctx.recorder
+                .record(RecordedEvent::now(session_id, EventKind::SessionStarted(started_event)))
+                .await;
+            refuse(&mut client, &error).await;
+            record_end(&ctx, session_id, started, EndReason::UpstreamUnreachable, Some(error.to_string()), None).await;
+            return;
+        }
+    };
+    started_event.upstream_local_addr = server.local_addr().ok();
+    log_started(&session_id, &started_event);
+    ctx.recorder
+        .record(RecordedEvent::now(session_id, EventKind::SessionStarted(started_event)))
+        .await;
+
+    // 3. relay
+    let (reason, detail, bytes) = tokio::select! {
+        result = copy_bidirectional(&mut client, &mut server) => match result {
+            Ok(bytes) => (EndReason::Closed, None, Some(bytes)),
+            Err(error) => (EndReason::Error, Some(error.to_string()), None),
+        },
+        () = ctx.abort.cancelled() => (EndReason::Shutdown, None, None),
+    };
+    record_end(&ctx, session_id, started, reason, detail, bytes).await;
+}
+
+/// The target of a connection: the one the kernel matched, else the fallback.
+fn resolve_target<'c>(config: &'c Config, origin: Option<&Origin>) -> Option<&'c TargetConfig> {
+    match origin {
+        Some(origin) => config.targets.get(origin.target_id),
+        None => config.fallback_target(),
+    }
+}
+
+fn log_started(session_id: &Uuid, event: &SessionStarted) {
+    let process = event.process.as_ref();
+    tracing::info!(
+        %session_id,
+        client = %event.client_addr,
+        target = %event.target,
+        original_destination = event.original_destination.map(|a| a.to_string()),
+        upstream = %event.upstream,
+        upstream_local = event.upstream_local_addr.map(|a| a.to_string()),
+        pid = process.map(|p| p.pid),
+        tid = process.map(|p| p.tid),
+        uid = process.map(|p| p.uid),
+        gid = process.map(|p| p.gid),
+        comm = process.map(|p: &ProcessInfo| p.comm.as_str()),
+        cgroup_id = process.map(|p| p.cgroup_id),
+        "session started"
+    );
+}
+
+async fn record_end(
+    ctx: &SessionContext,
+    session_id: Uuid,
+    started: tokio::time::Instant,
+    reason: EndReason,
+    detail: Option<String>,
+    bytes: Option<(u64, u64)>,
+) {
+    let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(
+        %session_id,
+        reason = ?reason,
+        bytes_from_client = bytes.map(|b| b.0),
+        bytes_from_upstream = bytes.map(|b| b.1),
+        duration_ms,
+        detail = detail.as_deref(),
+        "session ended"
+    );
+    ctx.recorder
+        .record(RecordedEvent::now(
+            session_id,
+            EventKind::SessionEnded(SessionEnded {
+                reason,
+                detail,
+                bytes_from_client: bytes.map(|b| b.0),
+                bytes_from_upstream: bytes.map(|b| b.1),
+                duration_ms,
+            }),
+        ))
+        .await;
+}
+
+/// Sends the error as the first (and only) packet and closes: before the handshake, the client
+/// expects the server to speak first, so an ERR with sequence id 0 is what it can display.
+async fn refuse(client: &mut TcpStream, error: &SessionError) {
+    let packet = error.to_err_packet().encode(0, false);
+    if let Err(error) = client.write_all(&packet).await {
+        tracing::debug!(%error, "could not send error packet to client");
+    }
+    let _ = client.shutdown().await;
+}
