@@ -117,7 +117,7 @@ pub struct LimitsConfig {
     /// Most sessions at once; a client over the limit gets MySQL error 1040.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
-    /// How long dialing a target may take before the client gets error 2003.
+    /// How long dialing a target may take before the client gets error 1429.
     #[serde(default = "default_connect_timeout", with = "humantime_serde")]
     pub connect_timeout: Duration,
     /// How long shutdown waits for live sessions before closing them.

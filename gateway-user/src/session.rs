@@ -4,7 +4,7 @@
 //! Phases (the protocol engine will add authentication and per-command hooks between
 //! `dial` and `relay`):
 //! 1. **resolve**: claim the kernel's attribution for the socket, or use the fallback target;
-//! 2. **dial**: connect to the target (error 2003 to the client on failure);
+//! 2. **dial**: connect to the target (error 1429 naming the target to the client on failure);
 //! 3. **relay**: copy bytes both ways until both sides close or the gateway shuts down.
 
 use std::{net::SocketAddr, sync::Arc};
@@ -71,7 +71,7 @@ impl SessionError {
     pub fn to_err_packet(&self) -> ErrPacket {
         let code = match self {
             Self::NotRedirected { .. } => error_code::HOST_NOT_PRIVILEGED,
-            Self::UpstreamUnreachable { .. } => error_code::CANNOT_REACH_SERVER,
+            Self::UpstreamUnreachable { .. } => error_code::CANNOT_REACH_UPSTREAM,
         };
         ErrPacket::new(code, format!("Tollgate: {self}"))
     }
@@ -162,7 +162,7 @@ fn log_started(session_id: &Uuid, event: &SessionStarted) {
     tracing::info!(
         %session_id,
         client = %event.client_addr,
-        target = %event.target,
+        target_name = %event.target,
         original_destination = event.original_destination.map(|a| a.to_string()),
         upstream = %event.upstream,
         upstream_local = event.upstream_local_addr.map(|a| a.to_string()),

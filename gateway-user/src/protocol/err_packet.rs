@@ -9,8 +9,10 @@ pub mod error_code {
     pub const TOO_MANY_CONNECTIONS: u16 = 1040;
     /// `ER_HOST_NOT_PRIVILEGED`: the connection may not use this gateway (SQLSTATE HY000).
     pub const HOST_NOT_PRIVILEGED: u16 = 1130;
-    /// `CR_CONN_HOST_ERROR`: cannot connect to the server (SQLSTATE HY000).
-    pub const CANNOT_REACH_SERVER: u16 = 2003;
+    /// `ER_CONNECT_TO_FOREIGN_DATA_SOURCE`: the server could not reach the server behind it
+    /// (SQLSTATE HY000). Not 2003 (`CR_CONN_HOST_ERROR`): 2000-2999 are client-side codes, and
+    /// MariaDB Connector/C rejects them from a server as a malformed packet.
+    pub const CANNOT_REACH_UPSTREAM: u16 = 1429;
 }
 
 /// Largest payload of one packet; an error message never comes close, but it is cut rather
@@ -20,7 +22,7 @@ const MAX_PAYLOAD: usize = 0x00ff_ffff;
 /// A MySQL ERR packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ErrPacket {
-    /// The error code (e.g. 2003).
+    /// The error code (e.g. 1040).
     pub code: u16,
     /// Five-character SQLSTATE, e.g. `HY000`.
     pub sql_state: [u8; 5],
@@ -90,10 +92,10 @@ mod tests {
 
     #[test]
     fn pre_handshake_error_has_no_sql_state() {
-        let packet = ErrPacket::new(error_code::CANNOT_REACH_SERVER, "no");
+        let packet = ErrPacket::new(error_code::CANNOT_REACH_UPSTREAM, "no");
         assert_eq!(
             packet.encode(0, false).as_ref(),
-            &[0x05, 0x00, 0x00, 0x00, 0xff, 0xd3, 0x07, b'n', b'o']
+            &[0x05, 0x00, 0x00, 0x00, 0xff, 0x95, 0x05, b'n', b'o']
         );
     }
 

@@ -95,7 +95,7 @@ pub struct SessionEnded {
 pub enum EndReason {
     /// Both sides closed normally.
     Closed,
-    /// The target could not be reached; the client got error 2003.
+    /// The target could not be reached; the client got error 1429.
     UpstreamUnreachable,
     /// A read or write failed on one of the legs.
     Error,

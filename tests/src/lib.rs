@@ -1,0 +1,348 @@
+//! The one test environment builder for Tollgate's integration tests: real MariaDB servers,
+//! the real `tollgate` binary, network namespaces and cgroups, each torn down when dropped
+//! (also when a test fails).
+//!
+//! Tests that need root call [`require_root`] first, which prints why they skip otherwise.
+
+use std::{
+    fs,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+use serde_json::Value;
+
+/// The workspace root.
+#[must_use]
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// The `tollgate` binary built alongside this test (`target/<profile>/tollgate`).
+#[must_use]
+pub fn tollgate_bin() -> PathBuf {
+    // Test binaries live in target/<profile>/deps/.
+    let exe = std::env::current_exe().unwrap_or_default();
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    profile_dir.join("tollgate")
+}
+
+/// True when running as root. When not, prints why the calling test is skipped.
+#[must_use]
+pub fn require_root(test: &str) -> bool {
+    if nix::unistd::Uid::effective().is_root() {
+        return true;
+    }
+    println!("SKIP {test}: needs root (loads eBPF programs, creates cgroups and network namespaces)");
+    false
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`.
+#[must_use]
+pub fn cgroup2_root() -> PathBuf {
+    ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.join("cgroup.controllers").exists())
+        .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup/unified"))
+}
+
+/// A free TCP port on 127.0.0.1 (racy by nature; good enough for tests on one machine).
+#[must_use]
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+/// A command line, optionally entered into a network namespace. Uses `nsenter --net` rather
+/// than `ip netns exec`, which remounts /sys and would hide the cgroup mount.
+#[must_use]
+pub fn command_in(netns: Option<&Netns>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut command = Command::new("nsenter");
+            command.arg(format!("--net=/run/netns/{}", ns.name)).arg("--").arg(program);
+            command
+        }
+        None => Command::new(program),
+    }
+}
+
+/// Runs a command to completion, capturing output.
+pub fn run_capture(command: &mut Command) -> anyhow::Result<Output> {
+    command
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {command:?}"))
+}
+
+fn run_ok(command: &mut Command) -> anyhow::Result<()> {
+    let output = run_capture(command)?;
+    if !output.status.success() {
+        bail!(
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// A network namespace with a veth pair inside it, holding test addresses from
+/// 198.18.0.0/15 and fd00:198:18::/48. Deleted on drop.
+pub struct Netns {
+    /// `ip netns` name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates `tg-<tag>-<pid>` with `lo` up and `tga` carrying `addresses` (CIDR strings).
+    pub fn create(tag: &str, addresses: &[&str]) -> anyhow::Result<Self> {
+        let name = format!("tg-{tag}-{}", std::process::id());
+        let _ = run_capture(Command::new("ip").args(["netns", "del", &name]));
+        run_ok(Command::new("ip").args(["netns", "add", &name]))?;
+        let ns = Self { name };
+        let ip = |args: &[&str]| -> anyhow::Result<()> {
+            run_ok(Command::new("ip").arg("-n").arg(&ns.name).args(args))
+        };
+        ip(&["link", "set", "lo", "up"])?;
+        ip(&["link", "add", "tga", "type", "veth", "peer", "name", "tgb"])?;
+        for address in addresses {
+            if address.contains(':') {
+                ip(&["addr", "add", address, "dev", "tga", "nodad"])?;
+            } else {
+                ip(&["addr", "add", address, "dev", "tga"])?;
+            }
+        }
+        ip(&["link", "set", "tga", "up"])?;
+        ip(&["link", "set", "tgb", "up"])?;
+        Ok(ns)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = run_capture(Command::new("ip").args(["netns", "del", &self.name]));
+    }
+}
+
+/// A throwaway MariaDB (via `tests/scripts/mariadb.sh`), stopped on drop. Users: `app`/`app-pw`
+/// (all privileges) and `demo`/`demo-pw`; a `demo.customers` table.
+pub struct MariaDb {
+    dir: tempfile::TempDir,
+    /// Port it listens on.
+    pub port: u16,
+    netns: Option<String>,
+}
+
+impl MariaDb {
+    /// Starts a server listening on `bind:port`, inside `netns` when given.
+    pub fn start(netns: Option<&Netns>, bind: &str, port: u16) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("tollgate-mariadb-").tempdir()?;
+        let script = workspace_root().join("tests/scripts/mariadb.sh");
+        let mut command = command_in(netns, &script);
+        command.arg("start").arg(dir.path()).arg(port.to_string()).arg(bind);
+        run_ok(&mut command).context("starting MariaDB")?;
+        Ok(Self {
+            dir,
+            port,
+            netns: netns.map(|n| n.name.clone()),
+        })
+    }
+
+    /// The server's data directory (holds `error.log`).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for MariaDb {
+    fn drop(&mut self) {
+        let script = workspace_root().join("tests/scripts/mariadb.sh");
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(&script);
+                c
+            }
+            None => Command::new(&script),
+        };
+        let _ = run_capture(command.arg("stop").arg(self.dir.path()));
+    }
+}
+
+/// A running `tollgate serve` with JSON logs, stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Gateway {
+    child: Option<Child>,
+    log_path: PathBuf,
+    /// The configuration file.
+    pub config_path: PathBuf,
+    /// The recording store directory.
+    pub store: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Writes `config` (with `{store}` replaced by a fresh store directory) and starts the
+    /// gateway, inside `netns` when given; waits until it logs "tollgate ready".
+    pub fn start(netns: Option<&Netns>, config: &str) -> anyhow::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("tollgate-gw-").tempdir()?;
+        let store = dir.path().join("recordings");
+        let config_path = dir.path().join("tollgate.toml");
+        fs::write(&config_path, config.replace("{store}", &store.to_string_lossy()))?;
+        let log_path = dir.path().join("gateway.log");
+        let log = fs::File::create(&log_path)?;
+        let child = command_in(netns, tollgate_bin())
+            .args(["--log-format", "json", "serve", "--config"])
+            .arg(&config_path)
+            .env("TOLLGATE_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .context("starting tollgate serve")?;
+        let mut gateway = Self {
+            child: Some(child),
+            log_path,
+            config_path,
+            store,
+            _dir: dir,
+        };
+        gateway.wait_for_log("tollgate ready", Duration::from_secs(20))?;
+        Ok(gateway)
+    }
+
+    /// Every JSON log line so far.
+    #[must_use]
+    pub fn log(&self) -> Vec<Value> {
+        fs::read_to_string(&self.log_path)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// The raw log text.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Log lines whose `message` is `message`.
+    #[must_use]
+    pub fn log_messages(&self, message: &str) -> Vec<Value> {
+        self.log()
+            .into_iter()
+            .filter(|line| line["message"] == message)
+            .collect()
+    }
+
+    /// Waits until a log line has `message`; fails early if the gateway exits.
+    pub fn wait_for_log(&mut self, message: &str, timeout: Duration) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log_messages(message).pop() {
+                return Ok(line);
+            }
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!("gateway exited ({status}) before logging {message:?}:\n{}", self.log_text());
+                }
+            }
+            if Instant::now() > deadline {
+                bail!("gateway did not log {message:?} within {timeout:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Like [`Gateway::wait_for_log`] with a 10 s timeout, for a gateway borrowed immutably:
+    /// polls the log only.
+    pub fn wait_for_log_ok(&self, message: &str) -> anyhow::Result<Value> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(line) = self.log_messages(message).pop() {
+                return Ok(line);
+            }
+            if Instant::now() > deadline {
+                bail!("gateway did not log {message:?}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Every recorded event (JSON) in the store.
+    #[must_use]
+    pub fn recorded_events(&self) -> Vec<Value> {
+        fs::read_to_string(self.store.join("events.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|line| serde_json::from_str(line).ok())
+            .collect()
+    }
+
+    /// Stops the gateway with SIGTERM and waits (SIGKILL after 15 s); returns its exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A `mariadb` CLI invocation: `-N -B` output, no option files.
+#[must_use]
+pub fn mariadb_client(host: &str, port: u16, user: &str, password: &str, sql: &str) -> Vec<String> {
+    [
+        "mariadb",
+        "--no-defaults",
+        "-h",
+        host,
+        "-P",
+        &port.to_string(),
+        "-u",
+        user,
+        &format!("-p{password}"),
+        "--connect-timeout=10",
+        "-N",
+        "-B",
+        "-e",
+        sql,
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}

@@ -1,0 +1,163 @@
+//! The gateway's relay path with a real MariaDB and the real `mariadb` client, without eBPF
+//! (interception off, clients dial the listener): runs without root.
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tollgate_tests::{Gateway, MariaDb, free_port, mariadb_client, run_capture};
+
+fn off_mode_config(gateway_port: u16, target_port: u16, extra: &str) -> String {
+    format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{gateway_port}"]
+fallback_target = "local"
+
+[interception]
+mode = "off"
+
+[recording]
+store = "{{store}}"
+
+[limits]
+{extra}
+
+[[targets]]
+name = "local"
+address = "127.0.0.1"
+port = {target_port}
+"#
+    )
+}
+
+fn client(port: u16, sql: &str) -> Command {
+    let args = mariadb_client("127.0.0.1", port, "app", "app-pw", sql);
+    let mut command = Command::new(&args[0]);
+    command.args(&args[1..]);
+    command
+}
+
+#[test]
+fn direct_connection_reaches_the_fallback_target_and_is_recorded() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let gateway_port = free_port();
+    let mut gateway =
+        Gateway::start(None, &off_mode_config(gateway_port, db.port, "")).expect("start gateway");
+
+    let output = run_capture(&mut client(
+        gateway_port,
+        "SELECT 6*7; SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()",
+    ))
+    .expect("run mariadb client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "client failed: {}", String::from_utf8_lossy(&output.stderr));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.first(), Some(&"42"), "query result through the gateway: {stdout}");
+    let host_seen_by_mariadb = lines.get(1).expect("processlist host");
+
+    let ended = gateway
+        .wait_for_log("session ended", Duration::from_secs(10))
+        .expect("session ended logged");
+    assert_eq!(ended["reason"], "Closed");
+    assert!(ended["bytes_from_upstream"].as_u64().unwrap_or(0) > 0, "{ended}");
+    let started = gateway.log_messages("session started");
+    assert_eq!(started.len(), 1, "one session: {started:?}");
+    let started = &started[0];
+    // MariaDB saw the gateway's upstream socket, not the client's: the session went through it.
+    assert_eq!(started["upstream_local"], *host_seen_by_mariadb, "{started}");
+    assert_eq!(started["target_name"], "local");
+    assert!(started.get("pid").is_none(), "a direct connection has no process attribution");
+
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
+    assert_eq!(kinds, ["session.started", "session.ended"], "{events:?}");
+    assert_eq!(events[0]["session_id"], events[1]["session_id"]);
+    assert_eq!(events[0]["upstream_local_addr"], *host_seen_by_mariadb);
+    assert!(events[0]["process"].is_null());
+    assert_eq!(events[1]["reason"], "closed");
+    assert_eq!(events[0]["v"], 1);
+}
+
+#[test]
+fn unreachable_target_gives_the_client_an_error_naming_it() {
+    let closed_port = free_port();
+    let gateway_port = free_port();
+    let gateway = Gateway::start(
+        None,
+        &off_mode_config(gateway_port, closed_port, "connect_timeout = \"2s\""),
+    )
+    .expect("start gateway");
+
+    let output = run_capture(&mut client(gateway_port, "SELECT 1")).expect("run mariadb client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    // Error 1429 (could not reach the server behind): MariaDB Connector/C 3.3+ shows a pre-TLS
+    // error as "ERROR 2002 ... cannot be verified: 1429 - <message>".
+    assert!(stderr.contains("1429"), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "Tollgate: cannot reach target 'local' at 127.0.0.1:{closed_port}"
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("app-pw"), "no credential in the error: {stderr}");
+    drop(gateway.wait_for_log_ok("session ended"));
+    let events = gateway.recorded_events();
+    let ended = events.iter().find(|e| e["type"] == "session.ended").expect("ended event");
+    assert_eq!(ended["reason"], "upstream_unreachable");
+}
+
+#[test]
+fn connections_over_the_limit_get_error_1040() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let gateway_port = free_port();
+    let mut gateway = Gateway::start(
+        None,
+        &off_mode_config(gateway_port, db.port, "max_connections = 1"),
+    )
+    .expect("start gateway");
+
+    let mut holder = client(gateway_port, "SELECT SLEEP(4)")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("first client");
+    gateway
+        .wait_for_log("session started", Duration::from_secs(10))
+        .expect("first session started");
+    let output = run_capture(&mut client(gateway_port, "SELECT 1")).expect("second client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(stderr.contains("1040"), "{stderr}");
+    assert!(stderr.contains("too many connections"), "{stderr}");
+    assert!(holder.wait().expect("first client exits").success());
+}
+
+#[test]
+fn shutdown_ends_live_sessions_after_the_grace_period_and_records_them() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let gateway_port = free_port();
+    let mut gateway = Gateway::start(
+        None,
+        &off_mode_config(gateway_port, db.port, "shutdown_grace = \"500ms\""),
+    )
+    .expect("start gateway");
+
+    let mut long = client(gateway_port, "SELECT SLEEP(30)")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("long client");
+    gateway
+        .wait_for_log("session started", Duration::from_secs(10))
+        .expect("session started");
+    let status = gateway.stop().expect("gateway exit status");
+    assert!(status.success(), "graceful shutdown exits 0: {status}");
+    assert!(!long.wait().expect("client exits").success(), "the client lost its session");
+    let events = gateway.recorded_events();
+    let ended = events.iter().find(|e| e["type"] == "session.ended").expect("ended event");
+    assert_eq!(ended["reason"], "shutdown", "{events:?}");
+}

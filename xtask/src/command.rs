@@ -1,0 +1,82 @@
+//! Running child commands with their command line in every error.
+
+use std::{
+    ffi::OsStr,
+    process::{Command, Output},
+};
+
+use anyhow::{Context as _, bail};
+
+/// A command about to run.
+pub struct Step {
+    command: Command,
+    line: String,
+}
+
+/// `program args...`
+pub fn cmd<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Step {
+    let mut command = Command::new(program);
+    command.args(args);
+    let line = std::iter::once(program.to_owned())
+        .chain(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()))
+        .collect::<Vec<_>>()
+        .join(" ");
+    Step { command, line }
+}
+
+/// `cargo args...` with the cargo that runs this xtask.
+pub fn cargo(args: &[&str]) -> Step {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut step = cmd(&cargo, args);
+    step.line = format!("cargo {}", args.join(" "));
+    step
+}
+
+impl Step {
+    /// Sets an environment variable for the command.
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.command.env(key, value);
+        self
+    }
+
+    /// Runs with inherited stdio; fails unless it exits 0.
+    pub fn run(mut self) -> anyhow::Result<()> {
+        let status = self
+            .command
+            .status()
+            .with_context(|| format!("cannot start `{}`", self.line))?;
+        if !status.success() {
+            bail!("`{}` failed ({status})", self.line);
+        }
+        Ok(())
+    }
+
+    /// Runs capturing output; fails unless it exits 0.
+    pub fn output(mut self) -> anyhow::Result<String> {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self
+            .command
+            .output()
+            .with_context(|| format!("cannot start `{}`", self.line))?;
+        if !status.success() {
+            bail!(
+                "`{}` failed ({status}): {}",
+                self.line,
+                String::from_utf8_lossy(&stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&stdout).into_owned())
+    }
+
+    /// True when the command runs and exits 0 (output discarded).
+    pub fn succeeds(mut self) -> bool {
+        self.command
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+}

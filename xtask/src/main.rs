@@ -1,0 +1,120 @@
+//! `cargo xtask`: Tollgate's developer workflows, so a fresh machine needs only `cargo`.
+//!
+//! - `setup`: install what building and testing need (system packages, the eBPF toolchain);
+//! - `build`: build the eBPF programs and the `tollgate` binary with them embedded;
+//! - `test`: every check CI runs (fmt, clippy, unit and integration tests);
+//! - `quickstart`: a local MariaDB, the gateway, and a demo session through it.
+
+mod command;
+mod quickstart;
+mod setup;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+/// Tollgate's developer workflows.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Debug, Subcommand)]
+enum Task {
+    /// Install system packages, bpf-linker and the Debian Rust toolchain (idempotent).
+    Setup,
+    /// Build the eBPF programs and the `tollgate` binary.
+    Build {
+        /// Build with optimizations.
+        #[arg(long)]
+        release: bool,
+    },
+    /// Run every check: fmt, clippy -D warnings, unit and integration tests.
+    Test {
+        /// Extra arguments for the test runner (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Start MariaDB, the gateway and a demo session; keep running until Ctrl-C.
+    Quickstart {
+        /// Exit 0 after the demo instead of waiting for Ctrl-C.
+        #[arg(long)]
+        exit_after_demo: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Children (cargo, aya-build) must find bpf-linker where `cargo install` puts it.
+    let path = format!(
+        "{}:{}",
+        setup::cargo_bin_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // SAFETY: single-threaded here; nothing else reads the environment concurrently.
+    unsafe { std::env::set_var("PATH", path) };
+    match run(cli.command) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(task: Task) -> anyhow::Result<()> {
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root).context("entering the workspace")?;
+    match task {
+        Task::Setup => setup::all(),
+        Task::Build { release } => {
+            setup::ebpf_toolchain()?;
+            build(release)
+        }
+        Task::Test { args } => test(&args),
+        Task::Quickstart { exit_after_demo } => quickstart::run(&root, exit_after_demo),
+    }
+}
+
+fn workspace_root() -> anyhow::Result<PathBuf> {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .parent()
+        .map(PathBuf::from)
+        .context("xtask has no parent directory")
+}
+
+/// `cargo build` of the gateway (the build script builds and embeds the eBPF object).
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut args = vec!["build", "--package", "gateway-user"];
+    if release {
+        args.push("--release");
+    }
+    command::cargo(&args).run()
+}
+
+/// fmt, clippy, then the test runner, whose summary line is the last thing printed.
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    setup::all()?;
+    println!("==> cargo fmt --check");
+    command::cargo(&["fmt", "--all", "--", "--check"]).run()?;
+    println!("==> cargo clippy -D warnings");
+    command::cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]).run()?;
+    if setup::has_nextest() {
+        println!("==> cargo nextest run");
+        let mut args = vec!["nextest", "run", "--workspace", "--no-fail-fast"];
+        args.extend(extra.iter().map(String::as_str));
+        command::cargo(&args).run()
+    } else {
+        println!("==> cargo test (cargo-nextest not installed)");
+        let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+        if !extra.is_empty() {
+            args.push("--");
+            args.extend(extra.iter().map(String::as_str));
+        }
+        command::cargo(&args).run()
+    }
+}

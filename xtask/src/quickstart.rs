@@ -1,0 +1,258 @@
+//! `cargo xtask quickstart`: the main job on embedded defaults, on this machine.
+//!
+//! 1. install what is missing and build `tollgate`;
+//! 2. start a local MariaDB with a demo schema (`tests/scripts/mariadb.sh`, as the tests do);
+//! 3. write `target/quickstart/tollgate.toml` and start the gateway with the embedded store;
+//! 4. run a demo `mariadb` session inside the managed cgroup, as an unprivileged user, against
+//!    MariaDB's own address: the kernel steers it into the gateway;
+//! 5. print what was recorded and where; keep the gateway up until Ctrl-C (or exit).
+
+use std::{
+    fs,
+    io::{BufRead as _, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use nix::{
+    sys::signal::{Signal, kill},
+    unistd::Pid,
+};
+
+use crate::{command::cmd, setup};
+
+const MARIADB_PORT: u16 = 23306;
+const GATEWAY_PORT: u16 = 13306;
+/// The demo client runs as `nobody`, to show that the kernel attributes the real user.
+const DEMO_UID: &str = "65534";
+
+/// Runs the quickstart.
+pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "the quickstart loads eBPF programs and creates a cgroup, which needs root: run `sudo \
+             -E cargo xtask quickstart` (or as root)"
+        );
+    }
+    setup::all()?;
+    println!("==> building tollgate");
+    crate::build(false)?;
+    let tollgate = root.join("target/debug/tollgate");
+
+    let work = root.join("target/quickstart");
+    fs::create_dir_all(&work).context("creating target/quickstart")?;
+    let mariadb_dir = work.join("mariadb");
+    let script = root.join("tests/scripts/mariadb.sh");
+    let script = script.to_string_lossy();
+    // A previous run's server may still be up (e.g. after a kill -9): stop it first.
+    cmd(&script, &["stop", &mariadb_dir.to_string_lossy()]).run()?;
+    println!("==> starting MariaDB on 127.0.0.1:{MARIADB_PORT} (data in {})", mariadb_dir.display());
+    cmd(
+        &script,
+        &["start", &mariadb_dir.to_string_lossy(), &MARIADB_PORT.to_string(), "127.0.0.1"],
+    )
+    .run()?;
+    let mariadb = Cleanup::new(move || {
+        let _ = cmd(&script_path(), &["stop", &mariadb_dir.to_string_lossy()]).run();
+    });
+
+    let config = work.join("tollgate.toml");
+    let store = work.join("recordings");
+    let cgroup = cgroup_root()?.join("tollgate-quickstart");
+    fs::write(&config, config_text(&cgroup, &store)).context("writing tollgate.toml")?;
+    println!("==> configuration: {}", config.display());
+
+    let log_path = work.join("gateway.log");
+    let mut gateway = start_gateway(&tollgate, &config, &log_path)?;
+    let gateway_pid = Pid::from_raw(i32::try_from(gateway.id()).unwrap_or(i32::MAX));
+    let gateway_guard = Cleanup::new(move || stop_gateway(gateway_pid));
+
+    println!(
+        "\n==> demo session: `tollgate run` puts the client in {} and it connects to \
+         127.0.0.1:{MARIADB_PORT}, MariaDB's own address",
+        cgroup.display()
+    );
+    let demo = demo_command(&tollgate, &config);
+    println!("    $ {}\n", demo.join(" "));
+    let status = Command::new(&demo[0])
+        .args(&demo[1..])
+        .status()
+        .context("running the demo client")?;
+    if !status.success() {
+        bail!("the demo session failed ({status}); gateway log: {}", log_path.display());
+    }
+
+    println!("\n==> what the gateway logged about it ({}):", log_path.display());
+    let log = fs::read_to_string(&log_path).unwrap_or_default();
+    for line in log.lines().filter(|l| l.contains("session started") || l.contains("session ended")) {
+        println!("    {line}");
+    }
+    println!("\n==> what was recorded, and where: {}", store.join("events.jsonl").display());
+    cmd(
+        &tollgate.to_string_lossy(),
+        &["sessions", "list", "--config", &config.to_string_lossy()],
+    )
+    .run()?;
+    cmd(
+        &tollgate.to_string_lossy(),
+        &["sessions", "list", "--json", "--config", &config.to_string_lossy()],
+    )
+    .run()?;
+
+    if exit_after_demo {
+        drop(gateway_guard);
+        let _ = gateway.wait();
+        drop(mariadb);
+        println!("\n==> quickstart done (gateway stopped, MariaDB stopped)");
+        return Ok(());
+    }
+
+    println!(
+        "\n==> the gateway keeps running; try a session of your own (from another terminal):\n    \
+         sudo {} run --config {} -- mariadb -h 127.0.0.1 -P {MARIADB_PORT} -u demo -pdemo-pw demo\n    \
+         then: {} sessions list --config {}\n    Ctrl-C stops the gateway and MariaDB.",
+        tollgate.display(),
+        config.display(),
+        tollgate.display(),
+        config.display()
+    );
+    let (tx, rx) = mpsc::channel();
+    ctrlc::set_handler(move || {
+        let _ = tx.send(());
+    })
+    .context("installing the Ctrl-C handler")?;
+    let _ = rx.recv();
+    println!("\n==> stopping");
+    drop(gateway_guard);
+    let _ = gateway.wait();
+    drop(mariadb);
+    Ok(())
+}
+
+fn script_path() -> String {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/scripts/mariadb.sh")
+        .to_string_lossy()
+        .into_owned()
+}
+
+/// The cgroup v2 mount: `/sys/fs/cgroup/unified` on hybrid hosts, else `/sys/fs/cgroup`.
+fn cgroup_root() -> anyhow::Result<PathBuf> {
+    for candidate in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+        let path = Path::new(candidate);
+        if path.join("cgroup.procs").exists() && path.join("cgroup.controllers").exists() {
+            return Ok(path.to_owned());
+        }
+    }
+    bail!("no cgroup v2 mount found at /sys/fs/cgroup/unified or /sys/fs/cgroup: mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`")
+}
+
+fn config_text(cgroup: &Path, store: &Path) -> String {
+    format!(
+        r#"# Written by `cargo xtask quickstart`.
+[listener]
+# Where redirected connections land (one address per family).
+addresses = ["127.0.0.1:{GATEWAY_PORT}", "[::1]:{GATEWAY_PORT}"]
+
+[interception]
+# Processes in this cgroup (e.g. started with `tollgate run`) are steered into the gateway.
+cgroup = "{cgroup}"
+
+[recording]
+store = "{store}"
+
+[[targets]]
+name = "demo-db"
+address = "127.0.0.1"
+port = {MARIADB_PORT}
+"#,
+        cgroup = cgroup.display(),
+        store = store.display(),
+    )
+}
+
+fn start_gateway(tollgate: &Path, config: &Path, log_path: &Path) -> anyhow::Result<Child> {
+    let log = fs::File::create(log_path).context("creating the gateway log")?;
+    println!("==> starting the gateway (log: {})", log_path.display());
+    let mut child = Command::new(tollgate)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .env("NO_COLOR", "1")
+        .spawn()
+        .context("starting tollgate serve")?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = fs::read_to_string(log_path).unwrap_or_default();
+        if text.contains("tollgate ready") {
+            for line in BufReader::new(text.as_bytes()).lines().map_while(Result::ok) {
+                println!("    {line}");
+            }
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait().context("watching tollgate serve")? {
+            bail!("the gateway exited ({status}):\n{text}");
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            bail!("the gateway did not become ready within 20 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn stop_gateway(pid: Pid) {
+    let _ = kill(pid, Signal::SIGTERM);
+}
+
+fn demo_command(tollgate: &Path, config: &Path) -> Vec<String> {
+    [
+        tollgate.to_string_lossy().as_ref(),
+        "run",
+        "--config",
+        config.to_string_lossy().as_ref(),
+        "--",
+        "setpriv",
+        &format!("--reuid={DEMO_UID}"),
+        &format!("--regid={DEMO_UID}"),
+        "--clear-groups",
+        "mariadb",
+        "--no-defaults",
+        "-h",
+        "127.0.0.1",
+        "-P",
+        &MARIADB_PORT.to_string(),
+        "-u",
+        "demo",
+        "-pdemo-pw",
+        "demo",
+        "--table",
+        "-e",
+        "SELECT id, name, plan FROM customers ORDER BY id; \
+         SELECT host AS seen_by_mariadb FROM information_schema.processlist WHERE id = CONNECTION_ID()",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+/// Runs a closure when dropped: stops what the quickstart started, also on error.
+struct Cleanup(Option<Box<dyn FnOnce()>>);
+
+impl Cleanup {
+    fn new(f: impl FnOnce() + 'static) -> Self {
+        Self(Some(Box::new(f)))
+    }
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}

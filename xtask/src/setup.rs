@@ -1,0 +1,128 @@
+//! Installs what building and testing Tollgate need, idempotently: only what is missing.
+//!
+//! Why these (see `ARCHITECTURE.md`, "Building the eBPF side"): rustup here has no `rust-src`,
+//! so the eBPF crate is compiled by Debian's `rustc-web` 1.96, which ships a prebuilt BPF
+//! `core` (`libstd-rust-web-dev-bpf`), and linked by `bpf-linker` built against Debian's LLVM 22.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+
+use crate::command::{cargo, cmd};
+
+/// Debian packages for compiling the eBPF programs.
+const EBPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev"];
+/// Debian packages the tests and the quickstart use: a real MariaDB and its CLI client,
+/// `ip`/`nsenter`/`setpriv` for network namespaces and dropping privileges.
+const TEST_PACKAGES: &[&str] = &["mariadb-server", "mariadb-client", "iproute2", "util-linux", "procps"];
+/// The bpf-linker that is known to work with LLVM 22 and the aya 0.14 family.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The rustup toolchain name under which Debian's rustc is linked (see `gateway-user/build.rs`).
+const DEBIAN_TOOLCHAIN: &str = "debian";
+
+/// Everything: system packages for tests, and the eBPF toolchain.
+pub fn all() -> anyhow::Result<()> {
+    let mut packages = EBPF_PACKAGES.to_vec();
+    packages.extend_from_slice(TEST_PACKAGES);
+    system_packages(&packages)?;
+    bpf_linker()?;
+    debian_toolchain()
+}
+
+/// Only what building the eBPF programs needs.
+pub fn ebpf_toolchain() -> anyhow::Result<()> {
+    system_packages(EBPF_PACKAGES)?;
+    bpf_linker()?;
+    debian_toolchain()
+}
+
+/// True when `cargo nextest` is available.
+pub fn has_nextest() -> bool {
+    cargo(&["nextest", "--version"]).succeeds()
+}
+
+/// Where `cargo install` puts binaries; prepended to `PATH` so children find bpf-linker.
+pub fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
+        .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
+        .join("bin")
+}
+
+fn system_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|package| !is_installed(package))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        bail!(
+            "missing system packages: {}. Install them as root: sudo apt-get install -y {}",
+            missing.join(" "),
+            missing.join(" ")
+        );
+    }
+    println!("==> installing system packages: {}", missing.join(" "));
+    cmd("apt-get", &["update", "-q"]).run()?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    cmd("apt-get", &args)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .run()
+}
+
+fn is_installed(package: &str) -> bool {
+    cmd("dpkg-query", &["-W", "-f=${Status}", package])
+        .output()
+        .is_ok_and(|status| status.contains("install ok installed"))
+}
+
+fn bpf_linker() -> anyhow::Result<()> {
+    let wanted = format!("bpf-linker {BPF_LINKER_VERSION}");
+    let installed = cmd("bpf-linker", &["--version"]).output().unwrap_or_default();
+    if installed.trim() == wanted {
+        return Ok(());
+    }
+    println!("==> building {wanted} against Debian's LLVM 22 (takes a few minutes, once)");
+    // Debian's /usr/bin/llvm-config is LLVM 14; LLVM_PREFIX and PATH point at LLVM 22.
+    let path = format!(
+        "/usr/lib/llvm-22/bin:/usr/bin:{}",
+        std::env::var("PATH").unwrap_or_default()
+    );
+    cmd(
+        "/usr/bin/cargo",
+        &[
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ],
+    )
+    .env("PATH", path)
+    .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+    .env("RUSTC", "/usr/bin/rustc")
+    .run()
+    .context("building bpf-linker")
+}
+
+fn debian_toolchain() -> anyhow::Result<()> {
+    let toolchains = cmd("rustup", &["toolchain", "list"])
+        .output()
+        .context("rustup is needed to select the eBPF toolchain")?;
+    if toolchains
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some(DEBIAN_TOOLCHAIN))
+    {
+        return Ok(());
+    }
+    println!("==> linking Debian's rustc as the rustup toolchain `{DEBIAN_TOOLCHAIN}`");
+    cmd("rustup", &["toolchain", "link", DEBIAN_TOOLCHAIN, "/usr"]).run()
+}
