@@ -73,7 +73,7 @@ pub struct GatewayConfig {
     /// Non-zero when the gateway listens on IPv6; redirects of IPv6 targets are refused otherwise.
     pub has_v6: u8,
     /// Explicit padding, always zero.
-    pub _pad: [u8; 2],
+    pub padding: [u8; 2],
     /// Process id (tgid) of the gateway: its own connects are never redirected (no loops).
     pub gateway_tgid: u32,
 }
@@ -160,7 +160,7 @@ mod pod {
 
     // SAFETY: repr(C), Copy, no padding, every bit pattern is valid.
     unsafe impl aya::Pod for TargetValue {}
-    // SAFETY: as above; `_pad` makes the padding explicit.
+    // SAFETY: as above; `padding` makes the padding explicit.
     unsafe impl aya::Pod for GatewayConfig {}
     // SAFETY: as above (8+8+5*4+2+2+16+16 = 72 bytes, 8-aligned).
     unsafe impl aya::Pod for Attribution {}

@@ -61,7 +61,10 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
     remember(ctx, target, AF_INET, ipv4_mapped(addr), port_be)?;
     sa.user_ip4 = u32::from_ne_bytes(gateway.v4_addr);
     sa.user_port = u32::from(u16::from_ne_bytes(gateway.v4_port));
-    debug!(ctx, "tollgate: connect4 to target {} redirected", target.target_id);
+    debug!(
+        ctx,
+        "tollgate: connect4 to target {} redirected", target.target_id
+    );
     Ok(ALLOW)
 }
 
@@ -113,13 +116,18 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
         ]);
     }
     sa.user_port = u32::from(u16::from_ne_bytes(new_port));
-    debug!(ctx, "tollgate: connect6 to target {} redirected", target.target_id);
+    debug!(
+        ctx,
+        "tollgate: connect6 to target {} redirected", target.target_id
+    );
     Ok(ALLOW)
 }
 
 fn lookup_v4(addr: [u8; 4], port_be: [u8; 2]) -> Option<TargetValue> {
     let data = [port_be[0], port_be[1], addr[0], addr[1], addr[2], addr[3]];
-    TARGETS_V4.get(&Key::new(TARGET_PORT_BITS + 32, data)).copied()
+    TARGETS_V4
+        .get(Key::new(TARGET_PORT_BITS + 32, data))
+        .copied()
 }
 
 fn lookup_v6(addr: [u8; 16], port_be: [u8; 2]) -> Option<TargetValue> {
@@ -131,7 +139,9 @@ fn lookup_v6(addr: [u8; 16], port_be: [u8; 2]) -> Option<TargetValue> {
         data[i + 2] = addr[i];
         i += 1;
     }
-    TARGETS_V6.get(&Key::new(TARGET_PORT_BITS + 128, data)).copied()
+    TARGETS_V6
+        .get(Key::new(TARGET_PORT_BITS + 128, data))
+        .copied()
 }
 
 /// The gateway's configuration; a protected connect with no gateway configured is refused.
@@ -173,5 +183,5 @@ fn remember(
         comm: bpf_get_current_comm().unwrap_or([0u8; 16]),
     };
     // Refuse rather than let an unattributed connection through.
-    PENDING.insert(&cookie, &attribution, 0).map_err(|_| DENY)
+    PENDING.insert(cookie, attribution, 0).map_err(|_| DENY)
 }

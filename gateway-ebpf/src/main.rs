@@ -8,12 +8,22 @@
 //!   gateway can look it up for the socket it accepted.
 #![no_std]
 #![no_main]
+#![allow(
+    clippy::cast_possible_truncation,
+    reason = "kernel context fields pack narrow values in wide ones (a port in a u32, pid and \
+              tgid in one u64): the truncating casts are how they are unpacked"
+)]
+#![allow(
+    clippy::needless_pass_by_value,
+    reason = "program entry signatures are fixed by aya's macros"
+)]
 
 mod connect;
 mod maps;
 mod sockops;
 
-#[cfg(not(test))]
+// Only for the BPF target: a host build (clippy over the workspace) links std's handler.
+#[cfg(target_arch = "bpf")]
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}

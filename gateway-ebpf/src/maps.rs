@@ -12,11 +12,13 @@ use gateway_common::{
 
 /// Protected IPv4 targets: port + address prefix -> target. Filled by userspace from the config.
 #[map]
-pub static TARGETS_V4: LpmTrie<TargetKeyV4, TargetValue> = LpmTrie::with_max_entries(MAX_TARGETS, 0);
+pub static TARGETS_V4: LpmTrie<TargetKeyV4, TargetValue> =
+    LpmTrie::with_max_entries(MAX_TARGETS, 0);
 
 /// Protected IPv6 targets: port + address prefix -> target. Filled by userspace from the config.
 #[map]
-pub static TARGETS_V6: LpmTrie<TargetKeyV6, TargetValue> = LpmTrie::with_max_entries(MAX_TARGETS, 0);
+pub static TARGETS_V6: LpmTrie<TargetKeyV6, TargetValue> =
+    LpmTrie::with_max_entries(MAX_TARGETS, 0);
 
 /// Index 0 holds the gateway's listener addresses and its own pid. Filled by userspace.
 #[map]

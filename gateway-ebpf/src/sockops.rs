@@ -31,7 +31,7 @@ fn try_established(ctx: &SockOpsContext) -> Result<(), i64> {
     // SAFETY: bpf_get_socket_cookie accepts the bpf_sock_ops context.
     let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
     // SAFETY: the value is copied out at once; PENDING is only written by connect programs.
-    let Some(attribution) = (unsafe { PENDING.get(&cookie) }).copied() else {
+    let Some(attribution) = (unsafe { PENDING.get(cookie) }).copied() else {
         return Ok(());
     };
     // Read every context field up front with volatile loads: the verifier refuses a load
@@ -77,15 +77,19 @@ fn try_established(ctx: &SockOpsContext) -> Result<(), i64> {
         client_port: local_port as u16,
         gateway_port: remote_port(remote_port_raw),
     };
-    FLOWS.insert(&key, &attribution, 0)?;
-    PENDING.remove(&cookie)?;
+    FLOWS.insert(key, attribution, 0)?;
+    PENDING.remove(cookie)?;
     Ok(())
 }
 
 /// `remote_port` is in network byte order; depending on the kernel version it sits in the
 /// upper or the lower 16 bits of the field. A port is never 0, so whichever half is set is it.
 fn remote_port(raw: u32) -> u16 {
-    let half = if raw >> 16 != 0 { raw >> 16 } else { raw & 0xffff };
+    let half = if raw >> 16 != 0 {
+        raw >> 16
+    } else {
+        raw & 0xffff
+    };
     u16::from_be(half as u16)
 }
 

@@ -13,7 +13,7 @@ pub const DEFAULT_CONFIG: &str = "/etc/tollgate/tollgate.toml";
 #[derive(Debug, Parser)]
 #[command(name = "tollgate", version, about)]
 pub struct Cli {
-    /// Log line format (level via TOLLGATE_LOG, e.g. `debug`).
+    /// Log line format (level via `TOLLGATE_LOG`, e.g. `debug`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// What to do.
@@ -87,7 +87,10 @@ mod tests {
     fn run_takes_the_rest_as_the_command() {
         let cli = Cli::try_parse_from(["tollgate", "run", "--cgroup", "/x", "mariadb", "-h", "db"])
             .expect("parse");
-        let Command::Run { command, cgroup, .. } = cli.command else {
+        let Command::Run {
+            command, cgroup, ..
+        } = cli.command
+        else {
             panic!("expected run");
         };
         assert_eq!(cgroup, Some(PathBuf::from("/x")));

@@ -292,8 +292,29 @@ impl Config {
 
     /// Checks what the types alone cannot: cross-field rules.
     fn validate(&self) -> Result<(), Invalid> {
-        let listener = &self.listener;
-        if listener.addresses.is_empty() {
+        self.validate_listener()?;
+        self.validate_targets()?;
+        self.validate_fallback()?;
+        if !self.interception.cgroup.is_absolute() {
+            return Err(Invalid::new(
+                0,
+                "interception.cgroup",
+                "must be an absolute path inside a cgroup v2 mount",
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return Err(Invalid::new(
+                0,
+                "limits.max_connections",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_listener(&self) -> Result<(), Invalid> {
+        let addresses = &self.listener.addresses;
+        if addresses.is_empty() {
             return Err(Invalid::new(
                 0,
                 "listener.addresses",
@@ -301,7 +322,7 @@ impl Config {
             ));
         }
         let mut families = HashSet::new();
-        for (i, address) in listener.addresses.iter().enumerate() {
+        for (i, address) in addresses.iter().enumerate() {
             if !families.insert(address.get_ref().is_ipv4()) {
                 return Err(Invalid::new(
                     address.span().start,
@@ -311,6 +332,10 @@ impl Config {
                 ));
             }
         }
+        Ok(())
+    }
+
+    fn validate_targets(&self) -> Result<(), Invalid> {
         if self.targets.is_empty() {
             return Err(Invalid::new(
                 0,
@@ -342,38 +367,22 @@ impl Config {
                     "must be 1-65535",
                 ));
             }
-            if let Some(upstream) = &target.upstream {
-                if !is_host_port(upstream.get_ref()) {
-                    return Err(Invalid::new(
-                        upstream.span().start,
-                        format!("targets[{i}].upstream"),
-                        format!("expected host:port, got {:?}", upstream.get_ref()),
-                    ));
-                }
+            if let Some(upstream) = &target.upstream
+                && !is_host_port(upstream.get_ref())
+            {
+                return Err(Invalid::new(
+                    upstream.span().start,
+                    format!("targets[{i}].upstream"),
+                    format!("expected host:port, got {:?}", upstream.get_ref()),
+                ));
             }
         }
-        match &listener.fallback_target {
-            Some(fallback) => {
-                let Some(target) = self.target_by_name(fallback.get_ref()) else {
-                    return Err(Invalid::new(
-                        fallback.span().start,
-                        "listener.fallback_target",
-                        format!("no target named {:?}", fallback.get_ref()),
-                    ));
-                };
-                if target.upstream_for(None).is_none() {
-                    return Err(Invalid::new(
-                        fallback.span().start,
-                        "listener.fallback_target",
-                        format!(
-                            "target {:?} covers a prefix, so a direct connection has no host to \
-                             reach: give it an `upstream = \"host:port\"`",
-                            fallback.get_ref()
-                        ),
-                    ));
-                }
-            }
-            None if self.interception.mode == InterceptionMode::Off => {
+        Ok(())
+    }
+
+    fn validate_fallback(&self) -> Result<(), Invalid> {
+        let Some(fallback) = &self.listener.fallback_target else {
+            if self.interception.mode == InterceptionMode::Off {
                 return Err(Invalid::new(
                     0,
                     "listener.fallback_target",
@@ -381,17 +390,25 @@ impl Config {
                      every one goes to the fallback target)",
                 ));
             }
-            None => {}
-        }
-        if !self.interception.cgroup.is_absolute() {
+            return Ok(());
+        };
+        let Some(target) = self.target_by_name(fallback.get_ref()) else {
             return Err(Invalid::new(
-                0,
-                "interception.cgroup",
-                "must be an absolute path inside a cgroup v2 mount",
+                fallback.span().start,
+                "listener.fallback_target",
+                format!("no target named {:?}", fallback.get_ref()),
             ));
-        }
-        if self.limits.max_connections == 0 {
-            return Err(Invalid::new(0, "limits.max_connections", "must be at least 1"));
+        };
+        if target.upstream_for(None).is_none() {
+            return Err(Invalid::new(
+                fallback.span().start,
+                "listener.fallback_target",
+                format!(
+                    "target {:?} covers a prefix, so a direct connection has no host to reach: \
+                     give it an `upstream = \"host:port\"`",
+                    fallback.get_ref()
+                ),
+            ));
         }
         Ok(())
     }
@@ -445,7 +462,10 @@ fn is_host_port(text: &str) -> bool {
 fn line_column(text: &str, offset: usize) -> (usize, usize) {
     let before = text.get(..offset.min(text.len())).unwrap_or("");
     let line = before.matches('\n').count() + 1;
-    let column = before.rfind('\n').map_or(before.len(), |nl| before.len() - nl - 1) + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
     (line, column)
 }
 
@@ -486,7 +506,10 @@ port = 3306
     fn unknown_field_names_field_and_line() {
         let text = GOOD.replace("port = 3306", "prot = 3306");
         let error = parse(&text).expect_err("unknown field");
-        assert!(error.starts_with("tollgate.toml:14:1: targets[0]"), "{error}");
+        assert!(
+            error.starts_with("tollgate.toml:14:1: targets[0]"),
+            "{error}"
+        );
         assert!(error.contains("unknown field `prot`"), "{error}");
     }
 
@@ -510,9 +533,13 @@ port = 3306
 
     #[test]
     fn duplicate_target_name_is_rejected_with_line() {
-        let text = format!("{GOOD}\n[[targets]]\nname = \"lab\"\naddress = \"198.18.1.1\"\nport = 3306\n");
+        let text =
+            format!("{GOOD}\n[[targets]]\nname = \"lab\"\naddress = \"198.18.1.1\"\nport = 3306\n");
         let error = parse(&text).expect_err("duplicate");
-        assert!(error.starts_with("tollgate.toml:17:8: targets[1].name"), "{error}");
+        assert!(
+            error.starts_with("tollgate.toml:17:8: targets[1].name"),
+            "{error}"
+        );
     }
 
     #[test]
@@ -526,16 +553,19 @@ port = 3306
     fn off_mode_needs_a_fallback_with_a_host() {
         let text = GOOD.replace("[interception]", "[interception]\nmode = \"off\"");
         let error = parse(&text).expect_err("no fallback");
-        assert!(error.contains("listener.fallback_target: required"), "{error}");
-
-        let text = text.replace(
-            "addresses = [",
-            "fallback_target = \"lab\"\naddresses = [",
+        assert!(
+            error.contains("listener.fallback_target: required"),
+            "{error}"
         );
+
+        let text = text.replace("addresses = [", "fallback_target = \"lab\"\naddresses = [");
         let error = parse(&text).expect_err("prefix fallback");
         assert!(error.contains("covers a prefix"), "{error}");
 
-        let text = text.replace("port = 3306", "port = 3306\nupstream = \"db.internal:3306\"");
+        let text = text.replace(
+            "port = 3306",
+            "port = 3306\nupstream = \"db.internal:3306\"",
+        );
         let config = parse(&text).expect("fallback with upstream");
         let fallback = config.fallback_target().expect("fallback");
         assert_eq!(
@@ -550,14 +580,22 @@ port = 3306
         let config = parse(&text).expect("config");
         assert_eq!(
             config.targets[0].upstream_for(None),
-            Some(UpstreamAddr::Socket("198.18.0.10:3306".parse().expect("addr")))
+            Some(UpstreamAddr::Socket(
+                "198.18.0.10:3306".parse().expect("addr")
+            ))
         );
     }
 
     #[test]
     fn prefixes_are_truncated_and_plain_ips_are_hosts() {
-        assert_eq!(parse_prefix("198.18.0.7/24").expect("ok").to_string(), "198.18.0.0/24");
-        assert_eq!(parse_prefix("fd00:198:18::10").expect("ok").to_string(), "fd00:198:18::10/128");
+        assert_eq!(
+            parse_prefix("198.18.0.7/24").expect("ok").to_string(),
+            "198.18.0.0/24"
+        );
+        assert_eq!(
+            parse_prefix("fd00:198:18::10").expect("ok").to_string(),
+            "fd00:198:18::10/128"
+        );
         assert!(parse_prefix("nope").is_err());
     }
 

@@ -54,7 +54,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             Err(error).with_context(|| format!("cannot run {}", program.to_string_lossy()))
         }
         Command::Sessions {
-            command: SessionsCommand::List { config, store, json },
+            command:
+                SessionsCommand::List {
+                    config,
+                    store,
+                    json,
+                },
         } => {
             let store = match store {
                 Some(store) => store,
@@ -82,9 +87,10 @@ fn serve(path: &Path) -> anyhow::Result<()> {
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.
 async fn cancel_on_signal(shutdown: CancellationToken) {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut interrupt), Ok(mut terminate)) =
-        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
-    else {
+    let (Ok(mut interrupt), Ok(mut terminate)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         tracing::error!("cannot install signal handlers; stop the gateway with SIGKILL");
         return;
     };

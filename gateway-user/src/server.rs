@@ -42,18 +42,23 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     let mut listeners = Vec::new();
     for addr in &config.listener.addresses {
         let addr = *addr.get_ref();
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind {
-            addr,
-            hint: if source.kind() == std::io::ErrorKind::AddrInUse {
-                " (another process holds it: stop it or change listener.addresses)"
-            } else {
-                ""
-            },
-            source,
-        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr,
+                hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+                    " (another process holds it: stop it or change listener.addresses)"
+                } else {
+                    ""
+                },
+                source,
+            })?;
         listeners.push(listener);
     }
-    let bound: Vec<SocketAddr> = listeners.iter().filter_map(|l| l.local_addr().ok()).collect();
+    let bound: Vec<SocketAddr> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .collect();
 
     let interceptor = match config.interception.mode {
         InterceptionMode::Cgroup => Some(Interceptor::start(&config, &bound)?),
@@ -105,7 +110,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     tracker.close();
     let grace = config.limits.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
-        tracing::info!(live = tracker.len(), "grace period over; ending live sessions");
+        tracing::info!(
+            live = tracker.len(),
+            "grace period over; ending live sessions"
+        );
         abort.cancel();
         tracker.wait().await;
     }

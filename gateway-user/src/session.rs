@@ -79,21 +79,26 @@ impl SessionError {
 
 /// Serves one accepted connection to completion. Never panics on peer behaviour; every outcome
 /// is logged and recorded.
-pub async fn serve(ctx: SessionContext, mut client: TcpStream, peer: SocketAddr, local: SocketAddr) {
+pub async fn serve(
+    ctx: SessionContext,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+) {
     let started = tokio::time::Instant::now();
     let session_id = Uuid::now_v7();
     let _ = client.set_nodelay(true);
 
     // 1. resolve
-    let origin = ctx.flows.as_ref().and_then(|flows| flows.claim(peer, local));
-    let target = match resolve_target(&ctx.config, origin.as_ref()) {
-        Some(target) => target,
-        None => {
-            let error = SessionError::NotRedirected { client: peer };
-            tracing::warn!(%session_id, client = %peer, "{error}");
-            refuse(&mut client, &error).await;
-            return;
-        }
+    let origin = ctx
+        .flows
+        .as_ref()
+        .and_then(|flows| flows.claim(peer, local));
+    let Some(target) = resolve_target(&ctx.config, origin.as_ref()) else {
+        let error = SessionError::NotRedirected { client: peer };
+        tracing::warn!(%session_id, client = %peer, "{error}");
+        refuse(&mut client, &error).await;
+        return;
     };
     let original_destination = origin.as_ref().map(|o| o.original_destination);
     let Some(upstream_addr) = target.upstream_for(original_destination) else {
@@ -125,17 +130,31 @@ pub async fn serve(ctx: SessionContext, mut client: TcpStream, peer: SocketAddr,
             log_started(&session_id, &started_event);
             tracing::warn!(%session_id, client = %peer, "{error}");
             ctx.recorder
-                .record(RecordedEvent::now(session_id, EventKind::SessionStarted(started_event)))
+                .record(RecordedEvent::now(
+                    session_id,
+                    EventKind::SessionStarted(started_event),
+                ))
                 .await;
             refuse(&mut client, &error).await;
-            record_end(&ctx, session_id, started, EndReason::UpstreamUnreachable, Some(error.to_string()), None).await;
+            record_end(
+                &ctx,
+                session_id,
+                started,
+                EndReason::UpstreamUnreachable,
+                Some(error.to_string()),
+                None,
+            )
+            .await;
             return;
         }
     };
     started_event.upstream_local_addr = server.local_addr().ok();
     log_started(&session_id, &started_event);
     ctx.recorder
-        .record(RecordedEvent::now(session_id, EventKind::SessionStarted(started_event)))
+        .record(RecordedEvent::now(
+            session_id,
+            EventKind::SessionStarted(started_event),
+        ))
         .await;
 
     // 3. relay

@@ -53,8 +53,8 @@ pub fn render_table(sessions: &[SessionSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<36}  {:<30}  {:<12}  {:<22}  {:<28}  {:>8}  {:>10}  {}",
-        "SESSION", "STARTED", "TARGET", "CLIENT", "PROCESS", "MS", "BYTES", "END"
+        "{:<36}  {:<30}  {:<12}  {:<22}  {:<28}  {:>8}  {:>10}  END",
+        "SESSION", "STARTED", "TARGET", "CLIENT", "PROCESS", "MS", "BYTES"
     );
     for session in sessions {
         let (target, client, process) = session.started.as_ref().map_or_else(

@@ -3,6 +3,14 @@
 //! (also when a test fails).
 //!
 //! Tests that need root call [`require_root`] first, which prints why they skip otherwise.
+#![allow(
+    clippy::disallowed_types,
+    reason = "synchronous test code: std::time::Instant is the right clock here"
+)]
+#![allow(
+    clippy::missing_panics_doc,
+    reason = "test helpers panic with a reason by design (aya's test style)"
+)]
 
 use std::{
     fs,
@@ -47,7 +55,9 @@ pub fn require_root(test: &str) -> bool {
     if nix::unistd::Uid::effective().is_root() {
         return true;
     }
-    println!("SKIP {test}: needs root (loads eBPF programs, creates cgroups and network namespaces)");
+    println!(
+        "SKIP {test}: needs root (loads eBPF programs, creates cgroups and network namespaces)"
+    );
     false
 }
 
@@ -77,7 +87,10 @@ pub fn command_in(netns: Option<&Netns>, program: impl AsRef<std::ffi::OsStr>) -
     match netns {
         Some(ns) => {
             let mut command = Command::new("nsenter");
-            command.arg(format!("--net=/run/netns/{}", ns.name)).arg("--").arg(program);
+            command
+                .arg(format!("--net=/run/netns/{}", ns.name))
+                .arg("--")
+                .arg(program);
             command
         }
         None => Command::new(program),
@@ -105,7 +118,7 @@ fn run_ok(command: &mut Command) -> anyhow::Result<()> {
 }
 
 /// A network namespace with a veth pair inside it, holding test addresses from
-/// 198.18.0.0/15 and fd00:198:18::/48. Deleted on drop.
+/// `198.18.0.0/15` and `fd00:198:18::/48`. Deleted on drop.
 pub struct Netns {
     /// `ip netns` name.
     pub name: String,
@@ -154,10 +167,16 @@ pub struct MariaDb {
 impl MariaDb {
     /// Starts a server listening on `bind:port`, inside `netns` when given.
     pub fn start(netns: Option<&Netns>, bind: &str, port: u16) -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("tollgate-mariadb-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-mariadb-")
+            .tempdir()?;
         let script = workspace_root().join("tests/scripts/mariadb.sh");
         let mut command = command_in(netns, &script);
-        command.arg("start").arg(dir.path()).arg(port.to_string()).arg(bind);
+        command
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(bind);
         run_ok(&mut command).context("starting MariaDB")?;
         Ok(Self {
             dir,
@@ -179,7 +198,9 @@ impl Drop for MariaDb {
         let mut command = match &self.netns {
             Some(ns) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(&script);
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(&script);
                 c
             }
             None => Command::new(&script),
@@ -206,7 +227,10 @@ impl Gateway {
         let dir = tempfile::Builder::new().prefix("tollgate-gw-").tempdir()?;
         let store = dir.path().join("recordings");
         let config_path = dir.path().join("tollgate.toml");
-        fs::write(&config_path, config.replace("{store}", &store.to_string_lossy()))?;
+        fs::write(
+            &config_path,
+            config.replace("{store}", &store.to_string_lossy()),
+        )?;
         let log_path = dir.path().join("gateway.log");
         let log = fs::File::create(&log_path)?;
         let child = command_in(netns, tollgate_bin())
@@ -261,13 +285,19 @@ impl Gateway {
             if let Some(line) = self.log_messages(message).pop() {
                 return Ok(line);
             }
-            if let Some(child) = self.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!("gateway exited ({status}) before logging {message:?}:\n{}", self.log_text());
-                }
+            if let Some(child) = self.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "gateway exited ({status}) before logging {message:?}:\n{}",
+                    self.log_text()
+                );
             }
             if Instant::now() > deadline {
-                bail!("gateway did not log {message:?} within {timeout:?}:\n{}", self.log_text());
+                bail!(
+                    "gateway did not log {message:?} within {timeout:?}:\n{}",
+                    self.log_text()
+                );
             }
             std::thread::sleep(Duration::from_millis(25));
         }

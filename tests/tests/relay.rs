@@ -52,23 +52,40 @@ fn direct_connection_reaches_the_fallback_target_and_is_recorded() {
     ))
     .expect("run mariadb client");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "client failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "client failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
-    assert_eq!(lines.first(), Some(&"42"), "query result through the gateway: {stdout}");
+    assert_eq!(
+        lines.first(),
+        Some(&"42"),
+        "query result through the gateway: {stdout}"
+    );
     let host_seen_by_mariadb = lines.get(1).expect("processlist host");
 
     let ended = gateway
         .wait_for_log("session ended", Duration::from_secs(10))
         .expect("session ended logged");
     assert_eq!(ended["reason"], "Closed");
-    assert!(ended["bytes_from_upstream"].as_u64().unwrap_or(0) > 0, "{ended}");
+    assert!(
+        ended["bytes_from_upstream"].as_u64().unwrap_or(0) > 0,
+        "{ended}"
+    );
     let started = gateway.log_messages("session started");
     assert_eq!(started.len(), 1, "one session: {started:?}");
     let started = &started[0];
     // MariaDB saw the gateway's upstream socket, not the client's: the session went through it.
-    assert_eq!(started["upstream_local"], *host_seen_by_mariadb, "{started}");
+    assert_eq!(
+        started["upstream_local"], *host_seen_by_mariadb,
+        "{started}"
+    );
     assert_eq!(started["target_name"], "local");
-    assert!(started.get("pid").is_none(), "a direct connection has no process attribution");
+    assert!(
+        started.get("pid").is_none(),
+        "a direct connection has no process attribution"
+    );
 
     gateway.stop();
     let events = gateway.recorded_events();
@@ -103,10 +120,16 @@ fn unreachable_target_gives_the_client_an_error_naming_it() {
         )),
         "{stderr}"
     );
-    assert!(!stderr.contains("app-pw"), "no credential in the error: {stderr}");
+    assert!(
+        !stderr.contains("app-pw"),
+        "no credential in the error: {stderr}"
+    );
     drop(gateway.wait_for_log_ok("session ended"));
     let events = gateway.recorded_events();
-    let ended = events.iter().find(|e| e["type"] == "session.ended").expect("ended event");
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "session.ended")
+        .expect("ended event");
     assert_eq!(ended["reason"], "upstream_unreachable");
 }
 
@@ -156,8 +179,14 @@ fn shutdown_ends_live_sessions_after_the_grace_period_and_records_them() {
         .expect("session started");
     let status = gateway.stop().expect("gateway exit status");
     assert!(status.success(), "graceful shutdown exits 0: {status}");
-    assert!(!long.wait().expect("client exits").success(), "the client lost its session");
+    assert!(
+        !long.wait().expect("client exits").success(),
+        "the client lost its session"
+    );
     let events = gateway.recorded_events();
-    let ended = events.iter().find(|e| e["type"] == "session.ended").expect("ended event");
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "session.ended")
+        .expect("ended event");
     assert_eq!(ended["reason"], "shutdown", "{events:?}");
 }

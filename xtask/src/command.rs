@@ -18,7 +18,10 @@ pub fn cmd<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Step {
     let mut command = Command::new(program);
     command.args(args);
     let line = std::iter::once(program.to_owned())
-        .chain(args.iter().map(|a| a.as_ref().to_string_lossy().into_owned()))
+        .chain(
+            args.iter()
+                .map(|a| a.as_ref().to_string_lossy().into_owned()),
+        )
         .collect::<Vec<_>>()
         .join(" ");
     Step { command, line }

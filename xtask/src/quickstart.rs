@@ -44,20 +44,7 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
 
     let work = root.join("target/quickstart");
     fs::create_dir_all(&work).context("creating target/quickstart")?;
-    let mariadb_dir = work.join("mariadb");
-    let script = root.join("tests/scripts/mariadb.sh");
-    let script = script.to_string_lossy();
-    // A previous run's server may still be up (e.g. after a kill -9): stop it first.
-    cmd(&script, &["stop", &mariadb_dir.to_string_lossy()]).run()?;
-    println!("==> starting MariaDB on 127.0.0.1:{MARIADB_PORT} (data in {})", mariadb_dir.display());
-    cmd(
-        &script,
-        &["start", &mariadb_dir.to_string_lossy(), &MARIADB_PORT.to_string(), "127.0.0.1"],
-    )
-    .run()?;
-    let mariadb = Cleanup::new(move || {
-        let _ = cmd(&script_path(), &["stop", &mariadb_dir.to_string_lossy()]).run();
-    });
+    let mariadb = start_mariadb(&work.join("mariadb"))?;
 
     let config = work.join("tollgate.toml");
     let store = work.join("recordings");
@@ -68,7 +55,9 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
     let log_path = work.join("gateway.log");
     let mut gateway = start_gateway(&tollgate, &config, &log_path)?;
     let gateway_pid = Pid::from_raw(i32::try_from(gateway.id()).unwrap_or(i32::MAX));
-    let gateway_guard = Cleanup::new(move || stop_gateway(gateway_pid));
+    let gateway_guard = Cleanup::new(move || {
+        let _ = kill(gateway_pid, Signal::SIGTERM);
+    });
 
     println!(
         "\n==> demo session: `tollgate run` puts the client in {} and it connects to \
@@ -82,53 +71,87 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
         .status()
         .context("running the demo client")?;
     if !status.success() {
-        bail!("the demo session failed ({status}); gateway log: {}", log_path.display());
+        bail!(
+            "the demo session failed ({status}); gateway log: {}",
+            log_path.display()
+        );
     }
+    show_recording(&tollgate, &config, &store, &log_path)?;
 
-    println!("\n==> what the gateway logged about it ({}):", log_path.display());
-    let log = fs::read_to_string(&log_path).unwrap_or_default();
-    for line in log.lines().filter(|l| l.contains("session started") || l.contains("session ended")) {
+    if !exit_after_demo {
+        println!(
+            "\n==> the gateway keeps running; try a session of your own (from another terminal):\n    \
+             sudo {tollgate} run --config {config} -- mariadb -h 127.0.0.1 -P {MARIADB_PORT} -u demo -pdemo-pw demo\n    \
+             then: {tollgate} sessions list --config {config}\n    Ctrl-C stops the gateway and MariaDB.",
+            tollgate = tollgate.display(),
+            config = config.display(),
+        );
+        wait_for_ctrl_c()?;
+        println!("\n==> stopping");
+    }
+    drop(gateway_guard);
+    let _ = gateway.wait();
+    drop(mariadb);
+    println!("==> quickstart done (gateway and MariaDB stopped)");
+    Ok(())
+}
+
+/// Starts the demo MariaDB (stopping a previous run's first); the guard stops it.
+fn start_mariadb(dir: &Path) -> anyhow::Result<Cleanup> {
+    let script = script_path();
+    let dir_text = dir.to_string_lossy().into_owned();
+    // A previous run's server may still be up (e.g. after a kill -9): stop it first.
+    cmd(&script, &["stop", &dir_text]).run()?;
+    println!("==> starting MariaDB on 127.0.0.1:{MARIADB_PORT} (data in {dir_text})");
+    cmd(
+        &script,
+        &["start", &dir_text, &MARIADB_PORT.to_string(), "127.0.0.1"],
+    )
+    .run()?;
+    Ok(Cleanup::new(move || {
+        let _ = cmd(&script, &["stop", &dir_text]).run();
+    }))
+}
+
+/// Prints the gateway's log lines about the demo session and what the store holds.
+fn show_recording(
+    tollgate: &Path,
+    config: &Path,
+    store: &Path,
+    log_path: &Path,
+) -> anyhow::Result<()> {
+    println!(
+        "\n==> what the gateway logged about it ({}):",
+        log_path.display()
+    );
+    let log = fs::read_to_string(log_path).unwrap_or_default();
+    for line in log
+        .lines()
+        .filter(|l| l.contains("session started") || l.contains("session ended"))
+    {
         println!("    {line}");
     }
-    println!("\n==> what was recorded, and where: {}", store.join("events.jsonl").display());
-    cmd(
-        &tollgate.to_string_lossy(),
-        &["sessions", "list", "--config", &config.to_string_lossy()],
-    )
-    .run()?;
-    cmd(
-        &tollgate.to_string_lossy(),
-        &["sessions", "list", "--json", "--config", &config.to_string_lossy()],
-    )
-    .run()?;
-
-    if exit_after_demo {
-        drop(gateway_guard);
-        let _ = gateway.wait();
-        drop(mariadb);
-        println!("\n==> quickstart done (gateway stopped, MariaDB stopped)");
-        return Ok(());
-    }
-
     println!(
-        "\n==> the gateway keeps running; try a session of your own (from another terminal):\n    \
-         sudo {} run --config {} -- mariadb -h 127.0.0.1 -P {MARIADB_PORT} -u demo -pdemo-pw demo\n    \
-         then: {} sessions list --config {}\n    Ctrl-C stops the gateway and MariaDB.",
-        tollgate.display(),
-        config.display(),
-        tollgate.display(),
-        config.display()
+        "\n==> what was recorded, and where: {}",
+        store.join("events.jsonl").display()
     );
+    let tollgate = tollgate.to_string_lossy();
+    let config = config.to_string_lossy();
+    cmd(&tollgate, &["sessions", "list", "--config", &config]).run()?;
+    cmd(
+        &tollgate,
+        &["sessions", "list", "--json", "--config", &config],
+    )
+    .run()
+}
+
+fn wait_for_ctrl_c() -> anyhow::Result<()> {
     let (tx, rx) = mpsc::channel();
     ctrlc::set_handler(move || {
         let _ = tx.send(());
     })
     .context("installing the Ctrl-C handler")?;
     let _ = rx.recv();
-    println!("\n==> stopping");
-    drop(gateway_guard);
-    let _ = gateway.wait();
-    drop(mariadb);
     Ok(())
 }
 
@@ -147,7 +170,9 @@ fn cgroup_root() -> anyhow::Result<PathBuf> {
             return Ok(path.to_owned());
         }
     }
-    bail!("no cgroup v2 mount found at /sys/fs/cgroup/unified or /sys/fs/cgroup: mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`")
+    bail!(
+        "no cgroup v2 mount found at /sys/fs/cgroup/unified or /sys/fs/cgroup: mount one with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+    )
 }
 
 fn config_text(cgroup: &Path, store: &Path) -> String {
@@ -189,7 +214,10 @@ fn start_gateway(tollgate: &Path, config: &Path, log_path: &Path) -> anyhow::Res
     loop {
         let text = fs::read_to_string(log_path).unwrap_or_default();
         if text.contains("tollgate ready") {
-            for line in BufReader::new(text.as_bytes()).lines().map_while(Result::ok) {
+            for line in BufReader::new(text.as_bytes())
+                .lines()
+                .map_while(Result::ok)
+            {
                 println!("    {line}");
             }
             return Ok(child);
@@ -203,10 +231,6 @@ fn start_gateway(tollgate: &Path, config: &Path, log_path: &Path) -> anyhow::Res
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-fn stop_gateway(pid: Pid) {
-    let _ = kill(pid, Signal::SIGTERM);
 }
 
 fn demo_command(tollgate: &Path, config: &Path) -> Vec<String> {

@@ -11,14 +11,25 @@ use anyhow::{Context as _, bail};
 use crate::command::{cargo, cmd};
 
 /// Debian packages for compiling the eBPF programs.
-const EBPF_PACKAGES: &[&str] = &["rustc-web", "cargo-web", "libstd-rust-web-dev-bpf", "llvm-22-dev"];
+const EBPF_PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "libstd-rust-web-dev-bpf",
+    "llvm-22-dev",
+];
 /// Debian packages the tests and the quickstart use: a real MariaDB and its CLI client,
 /// `ip`/`nsenter`/`setpriv` for network namespaces and dropping privileges.
-const TEST_PACKAGES: &[&str] = &["mariadb-server", "mariadb-client", "iproute2", "util-linux", "procps"];
+const TEST_PACKAGES: &[&str] = &[
+    "mariadb-server",
+    "mariadb-client",
+    "iproute2",
+    "util-linux",
+    "procps",
+];
 /// The bpf-linker that is known to work with LLVM 22 and the aya 0.14 family.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The rustup toolchain name under which Debian's rustc is linked (see `gateway-user/build.rs`).
-const DEBIAN_TOOLCHAIN: &str = "debian";
+pub const DEBIAN_TOOLCHAIN: &str = "debian";
 
 /// Everything: system packages for tests, and the eBPF toolchain.
 pub fn all() -> anyhow::Result<()> {
@@ -83,7 +94,9 @@ fn is_installed(package: &str) -> bool {
 
 fn bpf_linker() -> anyhow::Result<()> {
     let wanted = format!("bpf-linker {BPF_LINKER_VERSION}");
-    let installed = cmd("bpf-linker", &["--version"]).output().unwrap_or_default();
+    let installed = cmd("bpf-linker", &["--version"])
+        .output()
+        .unwrap_or_default();
     if installed.trim() == wanted {
         return Ok(());
     }

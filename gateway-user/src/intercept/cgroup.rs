@@ -142,7 +142,10 @@ fn permission_hint(error: &std::io::Error) -> &'static str {
 
 fn is_cgroup2(path: &Path) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|fs| {
-        #[expect(clippy::useless_conversion, reason = "f_type's integer type differs by arch")]
+        #[expect(
+            clippy::useless_conversion,
+            reason = "f_type's integer type differs by arch"
+        )]
         let kind = i64::from(fs.filesystem_type().0);
         kind == CGROUP2_SUPER_MAGIC
     })
@@ -163,6 +166,9 @@ mod tests {
     #[test]
     fn join_reports_a_missing_cgroup() {
         let error = join_cgroup(Path::new("/nonexistent/tollgate")).expect_err("missing");
-        assert!(error.to_string().contains("start the gateway first"), "{error}");
+        assert!(
+            error.to_string().contains("start the gateway first"),
+            "{error}"
+        );
     }
 }

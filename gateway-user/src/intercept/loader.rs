@@ -94,7 +94,6 @@ impl Interceptor {
         }
     }
 
-    #[expect(clippy::type_complexity, reason = "private constructor helper")]
     fn load_and_attach(
         cgroup: &ManagedCgroup,
         gateway: GatewayConfig,
@@ -127,10 +126,11 @@ impl Interceptor {
             .ok_or_else(|| map_error(MAP_FLOWS, &"not in the eBPF object"))?;
         let flows = HashMap::try_from(flows).map_err(|e| map_error(MAP_FLOWS, &e))?;
 
-        let cgroup_file = File::open(cgroup.path()).map_err(|source| InterceptError::OpenCgroup {
-            path: cgroup.path().to_owned(),
-            source,
-        })?;
+        let cgroup_file =
+            File::open(cgroup.path()).map_err(|source| InterceptError::OpenCgroup {
+                path: cgroup.path().to_owned(),
+                source,
+            })?;
         // sockops first, so a connect redirected the moment connect4 is attached is already
         // re-keyed when its handshake completes.
         let program = |name| InterceptError::Program {
@@ -386,14 +386,20 @@ port = 3307
     #[test]
     fn unspecified_listeners_redirect_to_loopback() {
         let config = gateway_config(
-            &["0.0.0.0:15306".parse().expect("addr"), "[::]:15307".parse().expect("addr")],
+            &[
+                "0.0.0.0:15306".parse().expect("addr"),
+                "[::]:15307".parse().expect("addr"),
+            ],
             7,
         )
         .expect("config");
         assert_eq!(config.v4_addr, [127, 0, 0, 1]);
         assert_eq!(config.v4_port, 15306u16.to_be_bytes());
         assert_eq!(config.v6_addr, std::net::Ipv6Addr::LOCALHOST.octets());
-        assert_eq!((config.has_v4, config.has_v6, config.gateway_tgid), (1, 1, 7));
+        assert_eq!(
+            (config.has_v4, config.has_v6, config.gateway_tgid),
+            (1, 1, 7)
+        );
         assert!(gateway_config(&[], 1).is_err());
     }
 }

@@ -42,7 +42,10 @@ mod tests {
         assert!(!effective_capabilities(nobody).is_some_and(allows_ebpf));
         let bpf_only = format!("CapEff:\t{:016x}\n", 1u64 << CAP_BPF);
         assert!(!effective_capabilities(&bpf_only).is_some_and(allows_ebpf));
-        let bpf_net = format!("CapEff:\t{:016x}\n", (1u64 << CAP_BPF) | (1u64 << CAP_NET_ADMIN));
+        let bpf_net = format!(
+            "CapEff:\t{:016x}\n",
+            (1u64 << CAP_BPF) | (1u64 << CAP_NET_ADMIN)
+        );
         assert!(effective_capabilities(&bpf_net).is_some_and(allows_ebpf));
         assert_eq!(effective_capabilities("nothing"), None);
     }

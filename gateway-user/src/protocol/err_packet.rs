@@ -51,7 +51,7 @@ impl ErrPacket {
     /// Frames the packet with sequence id `sequence_id`.
     ///
     /// Before the handshake (`protocol_41 == false`) the SQLSTATE marker is left out, as MySQL
-    /// and MariaDB servers do: clients only parse it once CLIENT_PROTOCOL_41 is negotiated.
+    /// and MariaDB servers do: clients only parse it once `CLIENT_PROTOCOL_41` is negotiated.
     #[must_use]
     pub fn encode(&self, sequence_id: u8, protocol_41: bool) -> Bytes {
         let mut payload = BytesMut::with_capacity(9 + self.message.len());
@@ -67,7 +67,6 @@ impl ErrPacket {
 
         let len = payload.len();
         let mut frame = BytesMut::with_capacity(4 + len);
-        #[expect(clippy::cast_possible_truncation, reason = "len <= MAX_PAYLOAD fits 24 bits")]
         frame.put_uint_le(len as u64, 3);
         frame.put_u8(sequence_id);
         frame.put_slice(&payload);
@@ -101,10 +100,13 @@ mod tests {
 
     #[test]
     fn protocol_41_error_has_sql_state() {
-        let packet = ErrPacket::new(error_code::TOO_MANY_CONNECTIONS, "x").with_sql_state(*b"08004");
+        let packet =
+            ErrPacket::new(error_code::TOO_MANY_CONNECTIONS, "x").with_sql_state(*b"08004");
         assert_eq!(
             packet.encode(2, true).as_ref(),
-            &[0x0a, 0x00, 0x00, 0x02, 0xff, 0x10, 0x04, b'#', b'0', b'8', b'0', b'0', b'4', b'x']
+            &[
+                0x0a, 0x00, 0x00, 0x02, 0xff, 0x10, 0x04, b'#', b'0', b'8', b'0', b'0', b'4', b'x'
+            ]
         );
     }
 

@@ -14,9 +14,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct RecordedEvent {
     /// Schema version ([`SCHEMA_VERSION`]).
     pub v: u32,
-    /// Unique id of this event (UUIDv7), so consumers can drop duplicates.
+    /// Unique id of this event (`UUIDv7`), so consumers can drop duplicates.
     pub id: Uuid,
-    /// The session the event belongs to (UUIDv7: sorts by start time).
+    /// The session the event belongs to (`UUIDv7`: sorts by start time).
     pub session_id: Uuid,
     /// When it happened.
     #[serde(with = "time::serde::rfc3339")]

@@ -1,0 +1,288 @@
+//! The kernel data path end to end, with real parts: the eBPF programs attached to a test
+//! cgroup, a real MariaDB and the real `mariadb` client, all inside a network namespace made
+//! for the test (addresses from `198.18.0.0/15` and `fd00:198:18::/48`). Needs root; skips with
+//! the reason otherwise. Everything is removed on drop, also when an assertion fails.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use serde_json::Value;
+use tollgate_tests::{
+    Gateway, MariaDb, Netns, cgroup2_root, command_in, mariadb_client, require_root, run_capture,
+    tollgate_bin,
+};
+
+const DB_V4: &str = "198.18.0.10";
+const DB_V6: &str = "fd00:198:18::10";
+const CLIENT_UID: u32 = 4242;
+
+/// The lab's configuration; `port` 0 lets the kernel pick listener ports (for tests that run
+/// outside a namespace of their own and must not collide).
+fn lab_config(cgroup: &Path, port: u16) -> String {
+    format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{port}", "[::1]:{port}"]
+
+[interception]
+cgroup = "{cgroup}"
+
+[recording]
+store = "{{store}}"
+
+[[targets]]
+name = "lab-v4"
+address = "198.18.0.0/24"
+port = 3306
+
+[[targets]]
+name = "lab-v6"
+address = "fd00:198:18::/64"
+port = 3306
+"#,
+        cgroup = cgroup.display()
+    )
+}
+
+/// Runs the real `mariadb` client through `tollgate run` (inside the managed cgroup), optionally
+/// as another user; returns (pid, stdout lines, stderr).
+fn client_in_cgroup(
+    ns: &Netns,
+    config: &Path,
+    as_uid: Option<u32>,
+    host: &str,
+    port: u16,
+    sql: &str,
+) -> (u32, Vec<String>, String) {
+    let mut command = command_in(Some(ns), tollgate_bin());
+    command.args(["run", "--config"]).arg(config).arg("--");
+    if let Some(uid) = as_uid {
+        command.args([
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+        ]);
+    }
+    command.args(mariadb_client(host, port, "app", "app-pw", sql));
+    let child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn client");
+    // nsenter, tollgate run and setpriv each exec the next: the pid is the mariadb client's.
+    let pid = child.id();
+    let output = child.wait_with_output().expect("client output");
+    let stdout = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if output.status.success() {
+        (pid, stdout, stderr)
+    } else {
+        (0, stdout, stderr)
+    }
+}
+
+fn session_started_by(gateway: &Gateway, pid: u32) -> Value {
+    gateway
+        .log_messages("session started")
+        .into_iter()
+        .find(|line| line["pid"] == pid)
+        .unwrap_or_else(|| panic!("no session for pid {pid} in:\n{}", gateway.log_text()))
+}
+
+fn port_of(host: &str) -> &str {
+    host.rsplit(':').next().unwrap_or_default()
+}
+
+#[test]
+fn cgroup_connections_to_targets_go_through_the_gateway_with_process_attribution() {
+    if !require_root("cgroup_connections_to_targets_go_through_the_gateway") {
+        return;
+    }
+    let ns = Netns::create("e2e", &["198.18.0.10/24", "fd00:198:18::10/64"]).expect("netns");
+    let _db = MariaDb::start(Some(&ns), "*", 3306).expect("MariaDB in the netns");
+    let cgroup = cgroup2_root().join(format!("tollgate-test-e2e-{}", std::process::id()));
+    let mut gateway = Gateway::start(Some(&ns), &lab_config(&cgroup, 15306)).expect("gateway");
+    assert!(cgroup.is_dir(), "the gateway created its cgroup");
+
+    let sql =
+        "SELECT 6*7; SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()";
+
+    // IPv4, as an unprivileged user: redirected by cgroup/connect4.
+    let (pid, lines, stderr) = client_in_cgroup(
+        &ns,
+        &gateway.config_path,
+        Some(CLIENT_UID),
+        DB_V4,
+        3306,
+        sql,
+    );
+    assert!(pid != 0, "IPv4 client failed: {stderr}");
+    assert_eq!(lines.first().map(String::as_str), Some("42"), "{lines:?}");
+    let host_v4 = lines.get(1).expect("processlist host").clone();
+    gateway
+        .wait_for_log("session ended", Duration::from_secs(10))
+        .expect("session ended");
+    let started = session_started_by(&gateway, pid);
+    assert_eq!(started["uid"], CLIENT_UID, "{started}");
+    assert_eq!(started["gid"], CLIENT_UID, "{started}");
+    assert_eq!(started["comm"], "mariadb", "{started}");
+    assert_eq!(started["target_name"], "lab-v4");
+    assert_eq!(started["original_destination"], "198.18.0.10:3306");
+    // MariaDB saw the gateway's upstream socket: the connection went through the gateway.
+    assert_eq!(started["upstream_local"], host_v4.as_str(), "{started}");
+
+    // IPv6: redirected by cgroup/connect6 to the IPv6 listener.
+    let (pid6, lines, stderr) = client_in_cgroup(&ns, &gateway.config_path, None, DB_V6, 3306, sql);
+    assert!(pid6 != 0, "IPv6 client failed: {stderr}");
+    assert_eq!(lines.first().map(String::as_str), Some("42"), "{lines:?}");
+    let started6 = session_started_by(&gateway, pid6);
+    assert_eq!(started6["uid"], 0);
+    assert_eq!(started6["target_name"], "lab-v6");
+    assert_eq!(started6["original_destination"], "[fd00:198:18::10]:3306");
+    let upstream6 = started6["upstream_local"].as_str().expect("upstream_local");
+    assert_eq!(
+        port_of(upstream6),
+        port_of(lines.get(1).expect("host")),
+        "{started6}"
+    );
+
+    // An IPv6 socket to the IPv4-mapped address must not slip past the IPv4 target.
+    let (pid_mapped, lines, stderr) = client_in_cgroup(
+        &ns,
+        &gateway.config_path,
+        None,
+        "::ffff:198.18.0.10",
+        3306,
+        sql,
+    );
+    assert!(pid_mapped != 0, "mapped-address client failed: {stderr}");
+    assert_eq!(lines.first().map(String::as_str), Some("42"));
+    let mapped = session_started_by(&gateway, pid_mapped);
+    assert_eq!(mapped["target_name"], "lab-v4", "{mapped}");
+
+    // Outside the cgroup nothing is steered: MariaDB sees the client itself, no new session.
+    let sessions_before = gateway.log_messages("session started").len();
+    let args = mariadb_client(DB_V4, 3306, "app", "app-pw", sql);
+    let output =
+        run_capture(command_in(Some(&ns), &args[0]).args(&args[1..])).expect("direct client");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        gateway.log_messages("session started").len(),
+        sessions_before
+    );
+
+    // A port that is not a target is not steered either (nothing listens there).
+    let (pid_other, _, stderr) =
+        client_in_cgroup(&ns, &gateway.config_path, None, DB_V4, 3307, "SELECT 1");
+    assert_eq!(pid_other, 0, "nothing listens on 3307");
+    assert!(stderr.contains("Can't connect"), "{stderr}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        gateway.log_messages("session started").len(),
+        sessions_before
+    );
+
+    // Recorded: three sessions with their process attribution, each started and ended.
+    let status = gateway.stop().expect("gateway stopped");
+    assert!(status.success(), "clean shutdown: {status}");
+    let events = gateway.recorded_events();
+    let started: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "session.started")
+        .collect();
+    let ended = events
+        .iter()
+        .filter(|e| e["type"] == "session.ended")
+        .count();
+    assert_eq!((started.len(), ended), (3, 3), "{events:?}");
+    let first = started
+        .iter()
+        .find(|e| e["process"]["pid"] == pid)
+        .expect("recorded attribution of the IPv4 client");
+    assert_eq!(first["process"]["uid"], CLIENT_UID);
+    assert_eq!(first["original_destination"], "198.18.0.10:3306");
+    assert_eq!(first["upstream_local_addr"], host_v4.as_str());
+
+    // The gateway removed the cgroup it created.
+    assert!(!cgroup.exists(), "cgroup {} left behind", cgroup.display());
+}
+
+fn serve_error(config: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &path,
+        config.replace("{store}", &dir.path().join("rec").to_string_lossy()),
+    )
+    .expect("write config");
+    let output = run_capture(
+        Command::new(tollgate_bin())
+            .args(["serve", "--config"])
+            .arg(&path),
+    )
+    .expect("run tollgate serve");
+    assert!(!output.status.success(), "serve must refuse");
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn a_cgroup_outside_cgroup2_or_at_its_root_is_refused_with_a_clear_error() {
+    if !require_root("a_cgroup_outside_cgroup2_or_at_its_root_is_refused") {
+        return;
+    }
+    let stderr = serve_error(&lab_config(Path::new("/nonexistent-tollgate/tollgate"), 0));
+    assert!(
+        stderr.contains("is not inside a cgroup v2 mount"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+
+    let stderr = serve_error(&lab_config(&cgroup2_root(), 0));
+    assert!(stderr.contains("is the root of a cgroup mount"), "{stderr}");
+}
+
+#[test]
+fn serve_without_privileges_says_what_to_do() {
+    let config = lab_config(
+        &PathBuf::from("/sys/fs/cgroup/unified/tollgate-unprivileged"),
+        0,
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("tollgate.toml");
+    std::fs::write(
+        &path,
+        config.replace("{store}", "/tmp/tollgate-unprivileged-store"),
+    )
+    .expect("write config");
+    // As root, drop to nobody (which also drops every capability).
+    let mut command = if nix::unistd::Uid::effective().is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]);
+        c.arg(tollgate_bin());
+        c
+    } else {
+        Command::new(tollgate_bin())
+    };
+    let output = run_capture(command.args(["serve", "--config"]).arg(&path)).expect("serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("loading eBPF programs needs root"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("interception.mode = \"off\""), "{stderr}");
+}
