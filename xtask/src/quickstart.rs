@@ -65,7 +65,7 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
         cgroup.display()
     );
     let demo = demo_command(&tollgate, &config);
-    println!("    $ {}\n", demo.join(" "));
+    println!("    $ {}\n", shell_words(&demo));
     let status = Command::new(&demo[0])
         .args(&demo[1..])
         .status()
@@ -76,6 +76,10 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
             log_path.display()
         );
     }
+    println!(
+        "\n    MariaDB's processlist shows the gateway's upstream socket (`upstream_local` below), \
+         not the client's: the session went through Tollgate."
+    );
     show_recording(&tollgate, &config, &store, &log_path)?;
 
     if !exit_after_demo {
@@ -262,6 +266,21 @@ fn demo_command(tollgate: &Path, config: &Path) -> Vec<String> {
     .iter()
     .map(|s| (*s).to_owned())
     .collect()
+}
+
+/// A command line as a shell would need it typed: arguments with spaces or quotes in quotes.
+fn shell_words(words: &[String]) -> String {
+    words
+        .iter()
+        .map(|w| {
+            if w.chars().any(|c| c.is_whitespace() || "'\"$;*()".contains(c)) {
+                format!("'{}'", w.replace('\'', "'\\''"))
+            } else {
+                w.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs a closure when dropped: stops what the quickstart started, also on error.
