@@ -71,13 +71,26 @@ pub fn cgroup2_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/sys/fs/cgroup/unified"))
 }
 
-/// A free TCP port on 127.0.0.1 (racy by nature; good enough for tests on one machine).
+/// A free TCP port on 127.0.0.1, below the kernel's ephemeral range (32768+ by default) so an
+/// outgoing connection cannot take it between this check and the server's bind.
 #[must_use]
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port on 127.0.0.1")
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    // Spread processes (nextest runs each test in its own) over the range by pid and time.
+    let seed = std::process::id().wrapping_mul(7919).wrapping_add(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    for _ in 0..1000 {
+        let n = seed.wrapping_add(NEXT.fetch_add(1, Ordering::Relaxed).wrapping_mul(104_729));
+        let port = 20_000 + u16::try_from(n % 12_000).unwrap_or(0);
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 20000-31999 on 127.0.0.1");
 }
 
 /// A command line, optionally entered into a network namespace. Uses `nsenter --net` rather

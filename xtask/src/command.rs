@@ -54,6 +54,19 @@ impl Step {
         Ok(())
     }
 
+    /// Runs with inherited stdio as the last step: on failure the process exits with the
+    /// command's code and prints nothing more, so the command's last line stays the last line.
+    pub fn run_last(mut self) -> anyhow::Result<()> {
+        let status = self
+            .command
+            .status()
+            .with_context(|| format!("cannot start `{}`", self.line))?;
+        if !status.success() {
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        Ok(())
+    }
+
     /// Runs capturing output; fails unless it exits 0.
     pub fn output(mut self) -> anyhow::Result<String> {
         let Output {

@@ -109,24 +109,58 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     command::cargo(&[
         "clippy",
         "--workspace",
+        "--exclude",
+        "gateway-ebpf",
         "--all-targets",
         "--",
         "-D",
         "warnings",
     ])
     .run()?;
+    println!("==> cargo clippy -D warnings (eBPF crate, for bpfel-unknown-none)");
+    command::cmd(
+        "rustup",
+        &[
+            "run",
+            setup::DEBIAN_TOOLCHAIN,
+            "cargo",
+            "clippy",
+            "--package",
+            "gateway-ebpf",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )
+    .run()?;
     if setup::has_nextest() {
         println!("==> cargo nextest run");
-        let mut args = vec!["nextest", "run", "--workspace", "--no-fail-fast"];
+        let mut args = vec![
+            "nextest",
+            "run",
+            "--workspace",
+            "--exclude",
+            "gateway-ebpf",
+            "--no-fail-fast",
+        ];
         args.extend(extra.iter().map(String::as_str));
-        command::cargo(&args).run()
+        command::cargo(&args).run_last()
     } else {
         println!("==> cargo test (cargo-nextest not installed)");
-        let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+        let mut args = vec![
+            "test",
+            "--workspace",
+            "--exclude",
+            "gateway-ebpf",
+            "--no-fail-fast",
+        ];
         if !extra.is_empty() {
             args.push("--");
             args.extend(extra.iter().map(String::as_str));
         }
-        command::cargo(&args).run()
+        command::cargo(&args).run_last()
     }
 }

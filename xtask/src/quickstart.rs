@@ -273,7 +273,9 @@ fn shell_words(words: &[String]) -> String {
     words
         .iter()
         .map(|w| {
-            if w.chars().any(|c| c.is_whitespace() || "'\"$;*()".contains(c)) {
+            if w.chars()
+                .any(|c| c.is_whitespace() || "'\"$;*()".contains(c))
+            {
                 format!("'{}'", w.replace('\'', "'\\''"))
             } else {
                 w.clone()

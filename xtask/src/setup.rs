@@ -10,12 +10,14 @@ use anyhow::{Context as _, bail};
 
 use crate::command::{cargo, cmd};
 
-/// Debian packages for compiling the eBPF programs.
+/// Debian packages for compiling the eBPF programs (`rust-web-clippy` lints the eBPF crate
+/// for its real target).
 const EBPF_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "libstd-rust-web-dev-bpf",
     "llvm-22-dev",
+    "rust-web-clippy",
 ];
 /// Debian packages the tests and the quickstart use: a real MariaDB and its CLI client,
 /// `ip`/`nsenter`/`setpriv` for network namespaces and dropping privileges.

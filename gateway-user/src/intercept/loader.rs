@@ -141,33 +141,21 @@ impl Interceptor {
             .program_mut(PROG_SOCKOPS)
             .ok_or_else(|| program(PROG_SOCKOPS))?
             .try_into()
-            .map_err(|source| InterceptError::Program {
-                program: PROG_SOCKOPS,
-                source,
-            })?;
+            .map_err(|source| InterceptError::program(PROG_SOCKOPS, source))?;
         sockops
             .load()
             .and_then(|()| sockops.attach(&cgroup_file, CgroupAttachMode::Single))
-            .map_err(|source| InterceptError::Program {
-                program: PROG_SOCKOPS,
-                source,
-            })?;
+            .map_err(|source| InterceptError::program(PROG_SOCKOPS, source))?;
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
             let connect: &mut CgroupSockAddr = ebpf
                 .program_mut(name)
                 .ok_or_else(|| program(name))?
                 .try_into()
-                .map_err(|source| InterceptError::Program {
-                    program: name,
-                    source,
-                })?;
+                .map_err(|source| InterceptError::program(name, source))?;
             connect
                 .load()
                 .and_then(|()| connect.attach(&cgroup_file, CgroupAttachMode::Single))
-                .map_err(|source| InterceptError::Program {
-                    program: name,
-                    source,
-                })?;
+                .map_err(|source| InterceptError::program(name, source))?;
         }
         Ok((ebpf, FlowTable::new(flows), logger))
     }

@@ -35,13 +35,26 @@ pub enum InterceptError {
     /// The kernel refused to load the object (verifier, missing feature).
     #[error("loading eBPF object: {0}")]
     Load(#[from] aya::EbpfError),
-    /// A program could not be loaded or attached.
+    /// A program could not be attached (or loaded, for a reason other than the verifier).
     #[error("eBPF program {program}: {source}")]
     Program {
         /// Program name.
         program: &'static str,
         /// The error.
         source: aya::programs::ProgramError,
+    },
+    /// The kernel verifier rejected a program (the full log is logged at debug level).
+    #[error(
+        "eBPF program {program} was rejected by the kernel verifier: {reason} ({io_error}); run \
+         with TOLLGATE_LOG=debug for the full verifier log"
+    )]
+    Rejected {
+        /// Program name.
+        program: &'static str,
+        /// The verifier's last complaint.
+        reason: String,
+        /// The syscall error.
+        io_error: std::io::Error,
     },
     /// A map is missing from the object (a build mismatch) or could not be written.
     #[error("eBPF map {map}: {detail}")]
@@ -62,4 +75,55 @@ pub enum InterceptError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+impl InterceptError {
+    /// Wraps a program error; a verifier rejection becomes one readable line, with the full
+    /// log at debug level.
+    pub(crate) fn program(program: &'static str, source: aya::programs::ProgramError) -> Self {
+        match source {
+            aya::programs::ProgramError::LoadError {
+                io_error,
+                verifier_log,
+            } => {
+                let log = verifier_log.to_string();
+                tracing::debug!(program, verifier_log = %log, "eBPF verifier log");
+                Self::Rejected {
+                    program,
+                    reason: verifier_complaint(&log),
+                    io_error,
+                }
+            }
+            source => Self::Program { program, source },
+        }
+    }
+}
+
+/// The verifier's complaint: the last line of its log before the statistics it ends with.
+fn verifier_complaint(log: &str) -> String {
+    log.lines()
+        .map(str::trim)
+        .rfind(|line| {
+            !line.is_empty()
+                && !line.starts_with("verification time")
+                && !line.starts_with("stack depth")
+                && !line.starts_with("processed ")
+        })
+        .unwrap_or("no verifier output")
+        .to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::verifier_complaint;
+
+    #[test]
+    fn the_complaint_is_the_last_line_before_the_statistics() {
+        let log = "0: (bf) r6 = r1\n132: (61) r9 = *(u32 *)(r9 +0)\ndereference of modified ctx ptr R9 off=28 disallowed\nverification time 196 usec\nstack depth 264\nprocessed 69 insns (limit 1000000)\n";
+        assert_eq!(
+            verifier_complaint(log),
+            "dereference of modified ctx ptr R9 off=28 disallowed"
+        );
+        assert_eq!(verifier_complaint(""), "no verifier output");
+    }
 }
