@@ -153,6 +153,40 @@ pub const fn ipv4_unmapped(v6: &[u8; 16]) -> Option<[u8; 4]> {
     }
 }
 
+/// The 16 bytes of an IPv6 address that the kernel holds as four `u32` words in network byte
+/// order (`user_ip6`, `remote_ip6`, ...).
+#[must_use]
+pub const fn ipv6_octets(words: [u32; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let b = words[i].to_ne_bytes();
+        out[i * 4] = b[0];
+        out[i * 4 + 1] = b[1];
+        out[i * 4 + 2] = b[2];
+        out[i * 4 + 3] = b[3];
+        i += 1;
+    }
+    out
+}
+
+/// The inverse of [`ipv6_octets`].
+#[must_use]
+pub const fn ipv6_words(octets: [u8; 16]) -> [u32; 4] {
+    let mut out = [0u32; 4];
+    let mut i = 0;
+    while i < 4 {
+        out[i] = u32::from_ne_bytes([
+            octets[i * 4],
+            octets[i * 4 + 1],
+            octets[i * 4 + 2],
+            octets[i * 4 + 3],
+        ]);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` for the map types: all are `repr(C)`, `Copy` and padding-free.
@@ -178,6 +212,14 @@ mod tests {
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
         assert_eq!(core::mem::size_of::<GatewayConfig>(), 32);
         assert_eq!(core::mem::size_of::<TargetValue>(), 4);
+    }
+
+    #[test]
+    fn ipv6_words_round_trip_in_network_order() {
+        let octets = [0xfd, 0, 1, 0x98, 0, 0x18, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10];
+        let words = ipv6_words(octets);
+        assert_eq!(words[0].to_ne_bytes(), [0xfd, 0, 1, 0x98]);
+        assert_eq!(ipv6_octets(words), octets);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use gateway_common::{
     AF_INET, AF_INET6, Attribution, GatewayConfig, TARGET_PORT_BITS, TargetValue, ipv4_mapped,
-    ipv4_unmapped,
+    ipv4_unmapped, ipv6_octets, ipv6_words,
 };
 
 use crate::maps::{GATEWAY, PENDING, TARGETS_V4, TARGETS_V6};
@@ -71,15 +71,7 @@ fn try_connect4(ctx: &SockAddrContext) -> Result<i32, i32> {
 fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
     // SAFETY: the kernel hands every cgroup/connect6 program a valid bpf_sock_addr.
     let sa = unsafe { &mut *ctx.sock_addr };
-    let words = sa.user_ip6;
-    let mut addr = [0u8; 16];
-    for (i, word) in words.iter().enumerate() {
-        let b = word.to_ne_bytes();
-        addr[i * 4] = b[0];
-        addr[i * 4 + 1] = b[1];
-        addr[i * 4 + 2] = b[2];
-        addr[i * 4 + 3] = b[3];
-    }
+    let addr = ipv6_octets(sa.user_ip6);
     let port_be = (sa.user_port as u16).to_ne_bytes();
     // An IPv6 socket connecting to an IPv4-mapped address reaches an IPv4 target: look it up
     // in the IPv4 table so the mapped form cannot route around a protected IPv4 target.
@@ -107,14 +99,13 @@ fn try_connect6(ctx: &SockAddrContext) -> Result<i32, i32> {
         (gateway.v6_addr, gateway.v6_port)
     };
     remember(ctx, target, AF_INET6, addr, port_be)?;
-    for (i, word) in sa.user_ip6.iter_mut().enumerate() {
-        *word = u32::from_ne_bytes([
-            new_addr[i * 4],
-            new_addr[i * 4 + 1],
-            new_addr[i * 4 + 2],
-            new_addr[i * 4 + 3],
-        ]);
-    }
+    // Plain field stores at constant offsets: the verifier accepts 4-byte (or 8-byte aligned)
+    // writes to user_ip6, but not a store through a context pointer offset at run time.
+    let words = ipv6_words(new_addr);
+    sa.user_ip6[0] = words[0];
+    sa.user_ip6[1] = words[1];
+    sa.user_ip6[2] = words[2];
+    sa.user_ip6[3] = words[3];
     sa.user_port = u32::from(u16::from_ne_bytes(new_port));
     debug!(
         ctx,

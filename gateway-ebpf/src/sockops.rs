@@ -12,7 +12,7 @@ use aya_ebpf::{
     EbpfContext as _, bindings::BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB,
     helpers::generated::bpf_get_socket_cookie, macros::sock_ops, programs::SockOpsContext,
 };
-use gateway_common::{AF_INET, AF_INET6, FlowKey, ipv4_mapped};
+use gateway_common::{AF_INET, AF_INET6, FlowKey, ipv4_mapped, ipv6_octets};
 
 use crate::maps::{FLOWS, PENDING};
 
@@ -66,7 +66,7 @@ fn try_established(ctx: &SockOpsContext) -> Result<(), i64> {
             ipv4_mapped(remote_ip4.to_ne_bytes()),
         )
     } else if family == u32::from(AF_INET6) {
-        (words_to_bytes(local_ip6), words_to_bytes(remote_ip6))
+        (ipv6_octets(local_ip6), ipv6_octets(remote_ip6))
     } else {
         return Ok(());
     };
@@ -91,16 +91,4 @@ fn remote_port(raw: u32) -> u16 {
         raw & 0xffff
     };
     u16::from_be(half as u16)
-}
-
-fn words_to_bytes(words: [u32; 4]) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    for (i, word) in words.iter().enumerate() {
-        let b = word.to_ne_bytes();
-        out[i * 4] = b[0];
-        out[i * 4 + 1] = b[1];
-        out[i * 4 + 2] = b[2];
-        out[i * 4 + 3] = b[3];
-    }
-    out
 }

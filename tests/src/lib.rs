@@ -36,7 +36,8 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_default()
 }
 
-/// The `tollgate` binary built alongside this test (`target/<profile>/tollgate`).
+/// The `tollgate` binary built alongside this test (`target/<profile>/tollgate`). Panics with
+/// what to do when it has not been built.
 #[must_use]
 pub fn tollgate_bin() -> PathBuf {
     // Test binaries live in target/<profile>/deps/.
@@ -46,7 +47,13 @@ pub fn tollgate_bin() -> PathBuf {
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    profile_dir.join("tollgate")
+    let bin = profile_dir.join("tollgate");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p gateway-user` (`cargo xtask test` does)",
+        bin.display()
+    );
+    bin
 }
 
 /// True when running as root. When not, prints why the calling test is skipped.

@@ -44,10 +44,7 @@ impl Step {
 
     /// Runs with inherited stdio; fails unless it exits 0.
     pub fn run(mut self) -> anyhow::Result<()> {
-        let status = self
-            .command
-            .status()
-            .with_context(|| format!("cannot start `{}`", self.line))?;
+        let status = self.status()?;
         if !status.success() {
             bail!("`{}` failed ({status})", self.line);
         }
@@ -57,14 +54,17 @@ impl Step {
     /// Runs with inherited stdio as the last step: on failure the process exits with the
     /// command's code and prints nothing more, so the command's last line stays the last line.
     pub fn run_last(mut self) -> anyhow::Result<()> {
-        let status = self
-            .command
-            .status()
-            .with_context(|| format!("cannot start `{}`", self.line))?;
+        let status = self.status()?;
         if !status.success() {
             std::process::exit(status.code().unwrap_or(1));
         }
         Ok(())
+    }
+
+    fn status(&mut self) -> anyhow::Result<std::process::ExitStatus> {
+        self.command
+            .status()
+            .with_context(|| format!("cannot start `{}`", self.line))
     }
 
     /// Runs capturing output; fails unless it exits 0.

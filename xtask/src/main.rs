@@ -136,6 +136,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         ],
     )
     .run()?;
+    // The integration tests run the real `tollgate` binary, which test builds do not produce.
+    println!("==> cargo build (the tollgate binary the integration tests run)");
+    build(false)?;
     if setup::has_nextest() {
         println!("==> cargo nextest run");
         let mut args = vec![
