@@ -17,6 +17,10 @@ pub struct SessionSummary {
     pub started: Option<SessionStarted>,
     /// The `session.ended` body, if the session is over.
     pub ended: Option<SessionEnded>,
+    /// The MySQL user it logged in as.
+    pub user: Option<String>,
+    /// Commands recorded.
+    pub statements: u64,
 }
 
 /// Reads the store at `dir` and groups its events by session, oldest first.
@@ -38,10 +42,14 @@ fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
                     .unwrap_or_default(),
                 started: None,
                 ended: None,
+                user: None,
+                statements: 0,
             });
         match event.kind {
             EventKind::SessionStarted(started) => entry.started = Some(started),
             EventKind::SessionEnded(ended) => entry.ended = Some(ended),
+            EventKind::Login(login) => entry.user = Some(login.user),
+            EventKind::Statement(_) => entry.statements += 1,
         }
     }
     sessions.into_values().collect()
@@ -53,8 +61,8 @@ pub fn render_table(sessions: &[SessionSummary]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<36}  {:<30}  {:<12}  {:<22}  {:<28}  {:>8}  {:>10}  END",
-        "SESSION", "STARTED", "TARGET", "CLIENT", "PROCESS", "MS", "BYTES"
+        "{:<36}  {:<30}  {:<12}  {:<12}  {:<22}  {:<28}  {:>5}  {:>8}  {:>10}  END",
+        "SESSION", "STARTED", "TARGET", "USER", "CLIENT", "PROCESS", "STMTS", "MS", "BYTES"
     );
     for session in sessions {
         let (target, client, process) = session.started.as_ref().map_or_else(
@@ -83,8 +91,17 @@ pub fn render_table(sessions: &[SessionSummary]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<36}  {:<30}  {:<12}  {:<22}  {:<28}  {:>8}  {:>10}  {}",
-            session.id, session.started_at, target, client, process, ms, bytes, end
+            "{:<36}  {:<30}  {:<12}  {:<12}  {:<22}  {:<28}  {:>5}  {:>8}  {:>10}  {}",
+            session.id,
+            session.started_at,
+            target,
+            session.user.as_deref().unwrap_or("-"),
+            client,
+            process,
+            session.statements,
+            ms,
+            bytes,
+            end
         );
     }
     out

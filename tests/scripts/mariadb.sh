@@ -44,6 +44,7 @@ log-error=$D/error.log
 innodb_buffer_pool_size=64M
 innodb_log_file_size=16M
 max_connections=200
+max_allowed_packet=64M
 [client]
 socket=$D/run/mysqld.sock
 user=root

@@ -54,6 +54,18 @@ impl ErrPacket {
     /// and MariaDB servers do: clients only parse it once `CLIENT_PROTOCOL_41` is negotiated.
     #[must_use]
     pub fn encode(&self, sequence_id: u8, protocol_41: bool) -> Bytes {
+        let payload = self.payload(protocol_41);
+        let len = payload.len();
+        let mut frame = BytesMut::with_capacity(4 + len);
+        frame.put_uint_le(len as u64, 3);
+        frame.put_u8(sequence_id);
+        frame.put_slice(&payload);
+        frame.freeze()
+    }
+
+    /// The packet's payload, for a codec that frames it.
+    #[must_use]
+    pub fn payload(&self, protocol_41: bool) -> BytesMut {
         let mut payload = BytesMut::with_capacity(9 + self.message.len());
         payload.put_u8(0xff);
         payload.put_u16_le(self.code);
@@ -64,13 +76,7 @@ impl ErrPacket {
         let room = MAX_PAYLOAD - payload.len();
         let message = truncate_at_char_boundary(&self.message, room);
         payload.put_slice(message.as_bytes());
-
-        let len = payload.len();
-        let mut frame = BytesMut::with_capacity(4 + len);
-        frame.put_uint_le(len as u64, 3);
-        frame.put_u8(sequence_id);
-        frame.put_slice(&payload);
-        frame.freeze()
+        payload
     }
 }
 

@@ -1,8 +1,9 @@
-//! MySQL wire protocol: pure encoders and decoders, no I/O and no policy.
-//!
-//! The foundation relays bytes without parsing them; what it needs of the protocol is to
-//! answer a client with a proper ERR packet when the gateway itself refuses a connection.
+//! MySQL wire protocol: framing ([`codec`]), the packets the gateway reads and the edits it
+//! makes ([`packets`]), and the ERR packet it sends ([`ErrPacket`]). Pure except for
+//! [`codec::Leg`], which owns one socket.
 
+pub mod codec;
 mod err_packet;
+pub mod packets;
 
 pub use err_packet::{ErrPacket, error_code};

@@ -33,9 +33,75 @@ pub enum EventKind {
     /// A client connection was accepted and its target resolved.
     #[serde(rename = "session.started")]
     SessionStarted(SessionStarted),
+    /// The client logged in to the database (or was refused).
+    #[serde(rename = "session.login")]
+    Login(LoginEvent),
+    /// One command and what the database answered.
+    #[serde(rename = "statement")]
+    Statement(StatementEvent),
     /// The session is over.
     #[serde(rename = "session.ended")]
     SessionEnded(SessionEnded),
+}
+
+/// Body of `session.login`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginEvent {
+    /// The MySQL user name the client logged in as.
+    pub user: String,
+    /// The initial database, if any.
+    pub database: Option<String>,
+    /// Whether the database accepted the login.
+    pub accepted: bool,
+    /// The database's error code when it refused.
+    pub error_code: Option<u16>,
+    /// The database's error message when it refused (never contains the password).
+    pub error_message: Option<String>,
+}
+
+/// Body of `statement`: one command and its outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementEvent {
+    /// 1-based position in the session.
+    pub seq: u64,
+    /// Command kind (`query`, `stmt_prepare`, `stmt_execute`, `init_db`, `ping`, ...).
+    pub command: String,
+    /// Exact SQL text (for executes: the text it was prepared from), truncated at 64 KiB.
+    pub sql: Option<String>,
+    /// Prepared statement id, for prepare/execute/close/fetch.
+    pub statement_id: Option<u32>,
+    /// When the command arrived.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// From command to the last packet of the response, in microseconds.
+    pub duration_us: u64,
+    /// Result sets returned.
+    pub result_sets: u32,
+    /// Column names (aliases) of the result sets, at most 256.
+    pub columns: Vec<String>,
+    /// Total columns.
+    pub column_count: u64,
+    /// Rows returned.
+    pub rows: u64,
+    /// Rows changed.
+    pub affected_rows: u64,
+    /// Last insert id, when set.
+    pub last_insert_id: Option<u64>,
+    /// Warnings.
+    pub warnings: u64,
+    /// The error, when the command failed.
+    pub error: Option<StatementError>,
+}
+
+/// An error answered to a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatementError {
+    /// MySQL error code.
+    pub code: u16,
+    /// SQLSTATE, when sent.
+    pub sql_state: Option<String>,
+    /// Message.
+    pub message: String,
 }
 
 /// Body of `session.started`.
@@ -97,6 +163,8 @@ pub enum EndReason {
     Closed,
     /// The target could not be reached; the client got error 1429.
     UpstreamUnreachable,
+    /// The database refused the login.
+    LoginRefused,
     /// A read or write failed on one of the legs.
     Error,
     /// The gateway shut down while the session was live.

@@ -10,7 +10,10 @@ use std::path::Path;
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
-pub use event::{EndReason, EventKind, ProcessInfo, RecordedEvent, SessionEnded, SessionStarted};
+pub use event::{
+    EndReason, EventKind, LoginEvent, ProcessInfo, RecordedEvent, SessionEnded, SessionStarted,
+    StatementError, StatementEvent,
+};
 pub use store::{Store, StoreError};
 
 /// Events buffered between sessions and the writer before a session waits.

@@ -1,18 +1,22 @@
 //! One client connection from accept to close: resolve where it was going and who opened it,
 //! dial the target, relay both ways, and record the session's start and end.
 //!
-//! Phases (the protocol engine will add authentication and per-command hooks between
-//! `dial` and `relay`):
+//! Phases (the protocol engine will add the gateway's own authentication between `dial` and
+//! `relay`):
 //! 1. **resolve**: claim the kernel's attribution for the socket, or use the fallback target;
 //! 2. **dial**: connect to the target (error 1429 naming the target to the client on failure);
-//! 3. **relay**: copy bytes both ways until both sides close or the gateway shuts down.
+//! 3. **relay**: follow the MySQL protocol on both legs ([`relay`]), recording the login and
+//!    every command with its outcome, until the client quits or the gateway shuts down.
 
 use std::{net::SocketAddr, sync::Arc};
 
-use tokio::{
-    io::{AsyncWriteExt as _, copy_bidirectional},
-    net::TcpStream,
-};
+mod relay;
+mod response;
+
+pub use relay::{RelayEnd, command_name};
+pub use response::{Outcome, StatementRecord};
+
+use tokio::{io::AsyncWriteExt as _, net::TcpStream};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -119,7 +123,7 @@ pub async fn serve(
     };
 
     // 2. dial
-    let mut server = match upstream::dial(&upstream_addr, ctx.config.limits.connect_timeout).await {
+    let server = match upstream::dial(&upstream_addr, ctx.config.limits.connect_timeout).await {
         Ok(server) => server,
         Err(source) => {
             let error = SessionError::UpstreamUnreachable {
@@ -157,14 +161,23 @@ pub async fn serve(
         ))
         .await;
 
-    // 3. relay
-    let (reason, detail, bytes) = tokio::select! {
-        result = copy_bidirectional(&mut client, &mut server) => match result {
-            Ok(bytes) => (EndReason::Closed, None, Some(bytes)),
-            Err(error) => (EndReason::Error, Some(error.to_string()), None),
+    // 3. relay, following the MySQL protocol on both legs
+    let mut relay = relay::Relay::new(client, server, &ctx.recorder, session_id);
+    let (reason, detail) = tokio::select! {
+        end = relay.run() => match end {
+            RelayEnd::Closed => (EndReason::Closed, None),
+            RelayEnd::LoginRefused(error) => (
+                EndReason::LoginRefused,
+                Some(format!("database refused the login: {} {}", error.code, error.message)),
+            ),
+            RelayEnd::Failed { detail } => {
+                tracing::warn!(%session_id, "session failed: {detail}");
+                (EndReason::Error, Some(detail))
+            }
         },
-        () = ctx.abort.cancelled() => (EndReason::Shutdown, None, None),
+        () = ctx.abort.cancelled() => (EndReason::Shutdown, None),
     };
+    let bytes = Some(relay.bytes());
     record_end(&ctx, session_id, started, reason, detail, bytes).await;
 }
 

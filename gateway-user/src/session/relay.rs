@@ -1,0 +1,486 @@
+//! The MySQL-aware relay: every packet of both legs is framed, checked and followed, so the
+//! gateway knows each command and its outcome while bytes flow through unchanged (apart from
+//! the capability edits below).
+//!
+//! Seams for later stages: [`Relay::command_phase`] sees each command before it goes upstream;
+//! the response readers in [`super::response`] see each column definition and row as it
+//! streams back.
+//!
+//! Capability edits, so that every response can be followed without buffering: the greeting
+//! never offers TLS or compression (the protocol engine terminates both later), query
+//! attributes, optional metadata, or MariaDB's progress reports, bulk execution and metadata
+//! caching; `LOCAL INFILE` is taken out of the client's request.
+
+use std::collections::HashMap;
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::net::TcpStream;
+use uuid::Uuid;
+
+use super::response::{Outcome, StatementRecord};
+use crate::{
+    protocol::{
+        ErrPacket,
+        codec::{CodecError, Leg},
+        packets::{self, ErrInfo},
+    },
+    recording::{EventKind, LoginEvent, RecordedEvent, Recorder},
+};
+
+/// Capabilities the gateway never lets a client and the database negotiate (see module doc).
+fn stripped_capabilities() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_SSL
+        | CapabilityFlags::CLIENT_COMPRESS
+        | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_QUERY_ATTRIBUTES
+        | CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA
+        | CapabilityFlags::CLIENT_PROGRESS_OBSOLETE
+}
+
+/// Most prepared statements remembered per session (for the SQL text of executes).
+const MAX_PREPARED: usize = 10_000;
+
+/// Command bytes.
+mod com {
+    pub const QUIT: u8 = 0x01;
+    pub const INIT_DB: u8 = 0x02;
+    pub const QUERY: u8 = 0x03;
+    pub const FIELD_LIST: u8 = 0x04;
+    pub const STATISTICS: u8 = 0x09;
+    pub const PROCESS_INFO: u8 = 0x0a;
+    pub const CHANGE_USER: u8 = 0x11;
+    pub const BINLOG_DUMP: u8 = 0x12;
+    pub const TABLE_DUMP: u8 = 0x13;
+    pub const REGISTER_SLAVE: u8 = 0x15;
+    pub const STMT_PREPARE: u8 = 0x16;
+    pub const STMT_EXECUTE: u8 = 0x17;
+    pub const STMT_SEND_LONG_DATA: u8 = 0x18;
+    pub const STMT_CLOSE: u8 = 0x19;
+    pub const STMT_RESET: u8 = 0x1a;
+    pub const STMT_FETCH: u8 = 0x1c;
+    pub const BINLOG_DUMP_GTID: u8 = 0x1e;
+    pub const RESET_CONNECTION: u8 = 0x1f;
+}
+
+/// The name recorded for a command byte.
+#[must_use]
+pub fn command_name(command: u8) -> &'static str {
+    match command {
+        0x00 => "sleep",
+        com::QUIT => "quit",
+        com::INIT_DB => "init_db",
+        com::QUERY => "query",
+        com::FIELD_LIST => "field_list",
+        0x05 => "create_db",
+        0x06 => "drop_db",
+        0x07 => "refresh",
+        0x08 => "shutdown",
+        com::STATISTICS => "statistics",
+        com::PROCESS_INFO => "process_info",
+        0x0c => "process_kill",
+        0x0d => "debug",
+        0x0e => "ping",
+        com::CHANGE_USER => "change_user",
+        com::BINLOG_DUMP => "binlog_dump",
+        com::TABLE_DUMP => "table_dump",
+        com::REGISTER_SLAVE => "register_slave",
+        com::STMT_PREPARE => "stmt_prepare",
+        com::STMT_EXECUTE => "stmt_execute",
+        com::STMT_SEND_LONG_DATA => "stmt_send_long_data",
+        com::STMT_CLOSE => "stmt_close",
+        com::STMT_RESET => "stmt_reset",
+        0x1b => "set_option",
+        com::STMT_FETCH => "stmt_fetch",
+        com::BINLOG_DUMP_GTID => "binlog_dump_gtid",
+        com::RESET_CONNECTION => "reset_connection",
+        _ => "unknown",
+    }
+}
+
+/// How a relayed session ended.
+#[derive(Debug)]
+pub enum RelayEnd {
+    /// The client quit or closed.
+    Closed,
+    /// The database refused the login.
+    LoginRefused(ErrInfo),
+    /// A leg broke the protocol or failed; `detail` says which and how.
+    Failed {
+        /// What happened, naming the side.
+        detail: String,
+    },
+}
+
+/// Why the relay stopped early; decides what the client is told.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum RelayError {
+    /// The client's side failed or misbehaved.
+    #[error("client: {0}")]
+    Downstream(CodecError),
+    /// The database's side failed.
+    #[error("database: {0}")]
+    Upstream(CodecError),
+    /// The database closed the connection mid-exchange.
+    #[error("database closed the connection")]
+    UpstreamClosed,
+    /// The client closed the connection mid-exchange.
+    #[error("client closed the connection")]
+    DownstreamClosed,
+    /// The database sent something the protocol does not allow here.
+    #[error("database protocol error: {0}")]
+    UpstreamProtocol(String),
+}
+
+/// Both legs of one session and what the relay tracks about them.
+pub struct Relay<'r> {
+    pub(super) client: Leg<TcpStream>,
+    pub(super) server: Leg<TcpStream>,
+    /// True when both legs agreed on `CLIENT_DEPRECATE_EOF` (OK packets end row streams).
+    pub(super) deprecate_eof: bool,
+    recorder: &'r Recorder,
+    session_id: Uuid,
+    statements: u64,
+    /// SQL text of prepared statements, by statement id.
+    prepared: HashMap<u32, String>,
+}
+
+impl<'r> Relay<'r> {
+    /// Wraps the two connected sockets.
+    pub fn new(
+        client: TcpStream,
+        server: TcpStream,
+        recorder: &'r Recorder,
+        session_id: Uuid,
+    ) -> Self {
+        Self {
+            client: Leg::new(client),
+            server: Leg::new(server),
+            deprecate_eof: false,
+            recorder,
+            session_id,
+            statements: 0,
+            prepared: HashMap::new(),
+        }
+    }
+
+    /// Bytes read from the client and from the database so far.
+    #[must_use]
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.client.bytes_read, self.server.bytes_read)
+    }
+
+    /// Runs the handshake and then the command phase until the session ends.
+    pub async fn run(&mut self) -> RelayEnd {
+        let result = match self.handshake().await {
+            Ok(None) => self.command_phase().await.map(|()| RelayEnd::Closed),
+            Ok(Some(refused)) => Ok(RelayEnd::LoginRefused(refused)),
+            Err(error) => Err(error),
+        };
+        let _ = self.client.flush().await;
+        match result {
+            Ok(end) => end,
+            Err(RelayError::DownstreamClosed) => RelayEnd::Closed,
+            Err(error) => {
+                self.tell_client(&error).await;
+                RelayEnd::Failed {
+                    detail: error.to_string(),
+                }
+            }
+        }
+    }
+
+    /// The one place a relay failure becomes what the client reads.
+    async fn tell_client(&mut self, error: &RelayError) {
+        let packet = match error {
+            RelayError::Downstream(CodecError::OutOfSync) => {
+                ErrPacket::new(1156, "Tollgate: got packets out of order from the client")
+                    .with_sql_state(*b"08S01")
+            }
+            RelayError::Downstream(_) | RelayError::DownstreamClosed => return,
+            RelayError::Upstream(_)
+            | RelayError::UpstreamClosed
+            | RelayError::UpstreamProtocol(_) => ErrPacket::new(
+                1158,
+                format!("Tollgate: lost the database connection: {error}"),
+            )
+            .with_sql_state(*b"08S01"),
+        };
+        let bytes = packet.encode(0, true);
+        // Written raw: the sequence id of a packet sent while the protocol is broken cannot be
+        // trusted anyway, and clients report the error text either way.
+        let _ = tokio::io::AsyncWriteExt::write_all(self.client.stream_mut(), &bytes).await;
+    }
+
+    /// Greeting, handshake response and authentication, relayed. `Some(err)` when the database
+    /// refused the login.
+    async fn handshake(&mut self) -> Result<Option<ErrInfo>, RelayError> {
+        self.server.reset_sequence();
+        self.client.reset_sequence();
+        let mut greeting = self.server_packet().await?;
+        if greeting.first() == Some(&0xff) {
+            // The database refused us before the handshake (too many connections, host
+            // blocked): pass its error on.
+            self.forward(&greeting).await?;
+            let mut reader = packets::Reader::new(&greeting);
+            reader.u8();
+            let code = reader.u16().unwrap_or(0);
+            return Ok(Some(ErrInfo {
+                code,
+                sql_state: None,
+                message: String::from_utf8_lossy(reader.rest()).into_owned(),
+            }));
+        }
+        let offered =
+            packets::edit_greeting(&mut greeting, stripped_capabilities()).ok_or_else(|| {
+                RelayError::UpstreamProtocol("the greeting is not a protocol-10 handshake".into())
+            })?;
+        self.forward(&greeting).await?;
+        self.client.flush().await.map_err(RelayError::Downstream)?;
+
+        let mut response = self.client_packet().await?;
+        if packets::requests_tls(&response) {
+            self.refuse_client(
+                1043,
+                *b"08S01",
+                "Tollgate: TLS toward the gateway is not available yet; connect without TLS",
+            )
+            .await?;
+            return Err(RelayError::DownstreamClosed);
+        }
+        let Some(login) = packets::edit_handshake_response(&mut response, stripped_capabilities())
+        else {
+            self.refuse_client(
+                1043,
+                *b"08S01",
+                "Tollgate: unsupported handshake (a protocol 4.1 client is required)",
+            )
+            .await?;
+            return Err(RelayError::DownstreamClosed);
+        };
+        self.deprecate_eof = offered.capabilities
+            & login.capabilities
+            & CapabilityFlags::CLIENT_DEPRECATE_EOF.bits()
+            != 0;
+        self.server
+            .write_packet(&response)
+            .await
+            .map_err(RelayError::Upstream)?;
+        self.server.flush().await.map_err(RelayError::Upstream)?;
+        let refused = self.authentication().await?;
+        tracing::info!(
+            session_id = %self.session_id,
+            user = %login.user,
+            database = login.database.as_deref(),
+            accepted = refused.is_none(),
+            "login"
+        );
+        self.recorder
+            .record(RecordedEvent::now(
+                self.session_id,
+                EventKind::Login(LoginEvent {
+                    user: login.user,
+                    database: login.database,
+                    accepted: refused.is_none(),
+                    error_code: refused.as_ref().map(|e| e.code),
+                    error_message: refused.as_ref().map(|e| e.message.clone()),
+                }),
+            ))
+            .await;
+        Ok(refused)
+    }
+
+    /// Relays an authentication exchange (after the handshake response or `COM_CHANGE_USER`)
+    /// until the database says OK or ERR.
+    async fn authentication(&mut self) -> Result<Option<ErrInfo>, RelayError> {
+        loop {
+            let packet = self.server_packet().await?;
+            self.forward(&packet).await?;
+            match packet.first() {
+                Some(0x00) => return Ok(None),
+                Some(0xff) => {
+                    return Ok(Some(packets::parse_err(&packet).unwrap_or(ErrInfo {
+                        code: 0,
+                        sql_state: None,
+                        message: String::new(),
+                    })));
+                }
+                // caching_sha2_password fast authentication succeeded: OK follows.
+                Some(0x01) if packet.get(1) == Some(&0x03) => {}
+                // Auth switch, more auth data (full authentication, a public key): the client
+                // answers.
+                Some(0xfe | 0x01) => {
+                    self.client.flush().await.map_err(RelayError::Downstream)?;
+                    let answer = self.client_packet().await?;
+                    self.server
+                        .write_packet(&answer)
+                        .await
+                        .map_err(RelayError::Upstream)?;
+                    self.server.flush().await.map_err(RelayError::Upstream)?;
+                }
+                _ => {
+                    return Err(RelayError::UpstreamProtocol(
+                        "unexpected packet during authentication".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    /// Commands until the client quits.
+    async fn command_phase(&mut self) -> Result<(), RelayError> {
+        loop {
+            self.client.flush().await.map_err(RelayError::Downstream)?;
+            self.client.reset_sequence();
+            let command = match self.client.read_packet().await {
+                Ok(Some(command)) => command,
+                Ok(None) => return Ok(()),
+                Err(error) => return Err(RelayError::Downstream(error)),
+            };
+            let Some(&kind) = command.first() else {
+                self.refuse_client(1047, *b"08S01", "Tollgate: empty command packet")
+                    .await?;
+                continue;
+            };
+            if kind == com::QUIT {
+                self.server.reset_sequence();
+                let _ = self.server.write_packet(&command).await;
+                let _ = self.server.flush().await;
+                return Ok(());
+            }
+            let started = time::OffsetDateTime::now_utc();
+            let clock = tokio::time::Instant::now();
+            let mut record = StatementRecord::new(kind, &command, &self.prepared);
+            match kind {
+                com::BINLOG_DUMP
+                | com::BINLOG_DUMP_GTID
+                | com::REGISTER_SLAVE
+                | com::TABLE_DUMP => {
+                    let message =
+                        "Tollgate: replication commands are not allowed through the gateway";
+                    self.refuse_client(1227, *b"42000", message).await?;
+                    record.outcome.refused(1227, message);
+                }
+                0x00 | 0x20.. => {
+                    let message = "Tollgate: unknown or unsupported command";
+                    self.refuse_client(1047, *b"08S01", message).await?;
+                    record.outcome.refused(1047, message);
+                }
+                _ => {
+                    self.server.reset_sequence();
+                    self.server
+                        .write_packet(&command)
+                        .await
+                        .map_err(RelayError::Upstream)?;
+                    self.server.flush().await.map_err(RelayError::Upstream)?;
+                    self.response(kind, &command, &mut record.outcome).await?;
+                }
+            }
+            self.remember_prepared(kind, &command, &record.outcome);
+            self.statements += 1;
+            record.finish(self.statements, started, clock.elapsed());
+            self.recorder
+                .record(RecordedEvent::now(
+                    self.session_id,
+                    EventKind::Statement(record.into_event()),
+                ))
+                .await;
+        }
+    }
+
+    /// Reads (and forwards) the database's whole response to one command.
+    async fn response(
+        &mut self,
+        kind: u8,
+        command: &[u8],
+        outcome: &mut Outcome,
+    ) -> Result<(), RelayError> {
+        match kind {
+            com::QUERY | com::STMT_EXECUTE | com::PROCESS_INFO => self.result_sets(outcome).await,
+            com::STMT_PREPARE => self.prepare_response(outcome).await,
+            com::STMT_FETCH => self.rows(outcome).await.map(|_| ()),
+            com::FIELD_LIST => self.field_list(outcome).await,
+            com::STMT_SEND_LONG_DATA | com::STMT_CLOSE => Ok(()),
+            com::CHANGE_USER => {
+                self.prepared.clear();
+                if let Some(refused) = self.authentication().await? {
+                    outcome.error(refused);
+                }
+                let _ = command;
+                Ok(())
+            }
+            com::STATISTICS => {
+                let packet = self.server_packet().await?;
+                self.forward(&packet).await
+            }
+            _ => self.single(outcome).await,
+        }
+    }
+
+    /// Tracks prepared statement ids, so executes are recorded with their SQL text.
+    fn remember_prepared(&mut self, kind: u8, command: &[u8], outcome: &Outcome) {
+        match kind {
+            com::STMT_PREPARE => {
+                if let Some(id) = outcome.statement_id
+                    && self.prepared.len() < MAX_PREPARED
+                {
+                    let sql = String::from_utf8_lossy(command.get(1..).unwrap_or_default());
+                    self.prepared.insert(id, sql.into_owned());
+                }
+            }
+            com::STMT_CLOSE => {
+                if let Some(id) = packets::Reader::new(command.get(1..).unwrap_or_default()).u32() {
+                    self.prepared.remove(&id);
+                }
+            }
+            com::RESET_CONNECTION => self.prepared.clear(),
+            _ => {}
+        }
+    }
+
+    /// Sends an ERR to the client (sequence id after its command) and keeps the session.
+    async fn refuse_client(
+        &mut self,
+        code: u16,
+        sql_state: [u8; 5],
+        message: &str,
+    ) -> Result<(), RelayError> {
+        let packet = ErrPacket::new(code, message).with_sql_state(sql_state);
+        self.client
+            .write_packet(&packet.payload(true))
+            .await
+            .map_err(RelayError::Downstream)?;
+        self.client.flush().await.map_err(RelayError::Downstream)
+    }
+
+    /// The next packet from the database; flushes what is queued for the client before
+    /// waiting on the socket, so responses stream out in batches without stalling.
+    pub(super) async fn server_packet(&mut self) -> Result<Vec<u8>, RelayError> {
+        loop {
+            if let Some(packet) = self.server.try_packet().map_err(RelayError::Upstream)? {
+                return Ok(packet);
+            }
+            self.client.flush().await.map_err(RelayError::Downstream)?;
+            if !self.server.fill().await.map_err(RelayError::Upstream)? {
+                return Err(RelayError::UpstreamClosed);
+            }
+        }
+    }
+
+    /// The next packet from the client, mid-exchange.
+    async fn client_packet(&mut self) -> Result<Vec<u8>, RelayError> {
+        match self.client.read_packet().await {
+            Ok(Some(packet)) => Ok(packet),
+            Ok(None) => Err(RelayError::DownstreamClosed),
+            Err(error) => Err(RelayError::Downstream(error)),
+        }
+    }
+
+    /// Queues a database packet for the client.
+    pub(super) async fn forward(&mut self, packet: &[u8]) -> Result<(), RelayError> {
+        self.client
+            .write_packet(packet)
+            .await
+            .map_err(RelayError::Downstream)
+    }
+}

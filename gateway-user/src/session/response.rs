@@ -1,0 +1,303 @@
+//! Following the database's response to one command, packet by packet, while forwarding it:
+//! result sets (text and binary, several per command), prepared-statement metadata, fetched
+//! rows, field lists and single OK/ERR replies. What is learnt becomes the statement's
+//! [`Outcome`], recorded as a `statement` event.
+
+use std::{collections::HashMap, time::Duration};
+
+use time::OffsetDateTime;
+
+use super::relay::{Relay, RelayError, command_name};
+use crate::{
+    protocol::packets::{self, ErrInfo, OkInfo},
+    recording::{StatementError, StatementEvent},
+};
+
+/// Column names recorded per statement at most (the rest are counted only).
+const MAX_RECORDED_COLUMNS: usize = 256;
+/// SQL text recorded per statement at most, in bytes.
+const MAX_RECORDED_SQL: usize = 64 * 1024;
+
+/// What the database answered to one command.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    /// Result sets returned.
+    pub result_sets: u32,
+    /// Column names of the result sets, in order.
+    pub columns: Vec<String>,
+    /// Total columns (may exceed the names kept).
+    pub column_count: u64,
+    /// Rows returned.
+    pub rows: u64,
+    /// Rows changed.
+    pub affected_rows: u64,
+    /// Last insert id, when the statement set one.
+    pub last_insert_id: Option<u64>,
+    /// Warnings.
+    pub warnings: u64,
+    /// The error, if the command failed.
+    pub error: Option<ErrInfo>,
+    /// Statement id, for `COM_STMT_PREPARE`.
+    pub statement_id: Option<u32>,
+}
+
+impl Outcome {
+    fn ok(&mut self, info: OkInfo) {
+        self.affected_rows += info.affected_rows;
+        if info.last_insert_id != 0 {
+            self.last_insert_id = Some(info.last_insert_id);
+        }
+        self.warnings += u64::from(info.warnings);
+    }
+
+    /// Records an ERR from the database.
+    pub fn error(&mut self, error: ErrInfo) {
+        self.error = Some(error);
+    }
+
+    /// Records an ERR the gateway sent instead of forwarding the command.
+    pub fn refused(&mut self, code: u16, message: &str) {
+        self.error = Some(ErrInfo {
+            code,
+            sql_state: None,
+            message: message.to_owned(),
+        });
+    }
+}
+
+/// A command being followed: what was asked, and (filled in as it streams) what came back.
+#[derive(Debug)]
+pub struct StatementRecord {
+    command: u8,
+    sql: Option<String>,
+    statement_id: Option<u32>,
+    seq: u64,
+    started_at: Option<OffsetDateTime>,
+    duration: Duration,
+    /// The response as it was followed.
+    pub outcome: Outcome,
+}
+
+impl StatementRecord {
+    /// Reads what is recordable of a command packet: SQL text for queries and prepares, the
+    /// statement id (and the SQL it was prepared from) for executes.
+    #[must_use]
+    pub fn new(command: u8, packet: &[u8], prepared: &HashMap<u32, String>) -> Self {
+        let body = packet.get(1..).unwrap_or_default();
+        let text = || Some(truncated_text(body));
+        let (sql, statement_id) = match command {
+            // query, prepare: the SQL; init_db, field_list: the database or table name.
+            0x03 | 0x16 | 0x02 | 0x04 => (text(), None),
+            0x17 | 0x18 | 0x19 | 0x1a | 0x1c => {
+                let id = packets::Reader::new(body).u32();
+                (id.and_then(|id| prepared.get(&id).cloned()), id)
+            }
+            _ => (None, None),
+        };
+        Self {
+            command,
+            sql,
+            statement_id,
+            seq: 0,
+            started_at: None,
+            duration: Duration::ZERO,
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// Stamps the record once the response is complete.
+    pub fn finish(&mut self, seq: u64, started_at: OffsetDateTime, duration: Duration) {
+        self.seq = seq;
+        self.started_at = Some(started_at);
+        self.duration = duration;
+    }
+
+    /// The recorded event.
+    #[must_use]
+    pub fn into_event(self) -> StatementEvent {
+        let outcome = self.outcome;
+        StatementEvent {
+            seq: self.seq,
+            command: command_name(self.command).to_owned(),
+            sql: self.sql,
+            statement_id: self.statement_id.or(outcome.statement_id),
+            started_at: self.started_at.unwrap_or_else(OffsetDateTime::now_utc),
+            duration_us: u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
+            result_sets: outcome.result_sets,
+            columns: outcome.columns,
+            column_count: outcome.column_count,
+            rows: outcome.rows,
+            affected_rows: outcome.affected_rows,
+            last_insert_id: outcome.last_insert_id,
+            warnings: outcome.warnings,
+            error: outcome.error.map(|e| StatementError {
+                code: e.code,
+                sql_state: e.sql_state,
+                message: e.message,
+            }),
+        }
+    }
+}
+
+fn truncated_text(bytes: &[u8]) -> String {
+    let cut = bytes.get(..MAX_RECORDED_SQL).unwrap_or(bytes);
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+impl Relay<'_> {
+    /// One or more result sets (`COM_QUERY`, `COM_STMT_EXECUTE`): each is an OK, an ERR, or
+    /// column count, column definitions, [EOF], rows, terminator; the status of the OK or
+    /// terminator says whether another follows.
+    pub(super) async fn result_sets(&mut self, outcome: &mut Outcome) -> Result<(), RelayError> {
+        loop {
+            let first = self.server_packet().await?;
+            self.forward(&first).await?;
+            match first.first() {
+                Some(0x00) => {
+                    let info = packets::parse_ok(&first).unwrap_or_default();
+                    outcome.ok(info);
+                    if info.more_results() {
+                        continue;
+                    }
+                    return Ok(());
+                }
+                Some(0xff) => {
+                    if let Some(error) = packets::parse_err(&first) {
+                        outcome.error(error);
+                    }
+                    return Ok(());
+                }
+                Some(0xfb) => {
+                    return Err(RelayError::UpstreamProtocol(
+                        "LOCAL INFILE requested although it was not negotiated".into(),
+                    ));
+                }
+                _ => {}
+            }
+            let columns = packets::Reader::new(&first).lenenc().ok_or_else(|| {
+                RelayError::UpstreamProtocol("malformed result set header".into())
+            })?;
+            outcome.result_sets += 1;
+            self.column_definitions(columns, outcome).await?;
+            if !self.deprecate_eof {
+                let eof = self.server_packet().await?;
+                self.forward(&eof).await?;
+                let info = packets::parse_eof(&eof).ok_or_else(|| {
+                    RelayError::UpstreamProtocol("expected EOF after column definitions".into())
+                })?;
+                if info.cursor_exists() {
+                    // A cursor was opened: rows come with COM_STMT_FETCH.
+                    if info.more_results() {
+                        continue;
+                    }
+                    return Ok(());
+                }
+            }
+            if !self.rows(outcome).await? {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Rows until a terminator (or an ERR); true when another result set follows.
+    pub(super) async fn rows(&mut self, outcome: &mut Outcome) -> Result<bool, RelayError> {
+        loop {
+            let row = self.server_packet().await?;
+            self.forward(&row).await?;
+            if row.first() == Some(&0xff) {
+                if let Some(error) = packets::parse_err(&row) {
+                    outcome.error(error);
+                }
+                return Ok(false);
+            }
+            if packets::is_row_terminator(&row, self.deprecate_eof) {
+                let info = packets::terminator_info(&row, self.deprecate_eof);
+                outcome.ok(info);
+                return Ok(info.more_results());
+            }
+            outcome.rows += 1;
+        }
+    }
+
+    async fn column_definitions(
+        &mut self,
+        count: u64,
+        outcome: &mut Outcome,
+    ) -> Result<(), RelayError> {
+        outcome.column_count += count;
+        for _ in 0..count {
+            let definition = self.server_packet().await?;
+            self.forward(&definition).await?;
+            if outcome.columns.len() < MAX_RECORDED_COLUMNS {
+                outcome
+                    .columns
+                    .push(packets::column_name(&definition).unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+
+    /// `COM_STMT_PREPARE`: OK with counts, then parameter and column definitions.
+    pub(super) async fn prepare_response(
+        &mut self,
+        outcome: &mut Outcome,
+    ) -> Result<(), RelayError> {
+        let first = self.server_packet().await?;
+        self.forward(&first).await?;
+        if first.first() == Some(&0xff) {
+            if let Some(error) = packets::parse_err(&first) {
+                outcome.error(error);
+            }
+            return Ok(());
+        }
+        let ok = packets::parse_prepare_ok(&first)
+            .ok_or_else(|| RelayError::UpstreamProtocol("malformed prepare response".into()))?;
+        outcome.statement_id = Some(ok.statement_id);
+        outcome.warnings += u64::from(ok.warnings);
+        for count in [ok.params, ok.columns] {
+            for _ in 0..count {
+                let definition = self.server_packet().await?;
+                self.forward(&definition).await?;
+            }
+            if count > 0 && !self.deprecate_eof {
+                let eof = self.server_packet().await?;
+                self.forward(&eof).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `COM_FIELD_LIST`: column definitions until a terminator, or an ERR.
+    pub(super) async fn field_list(&mut self, outcome: &mut Outcome) -> Result<(), RelayError> {
+        loop {
+            let packet = self.server_packet().await?;
+            self.forward(&packet).await?;
+            if packet.first() == Some(&0xff) {
+                if let Some(error) = packets::parse_err(&packet) {
+                    outcome.error(error);
+                }
+                return Ok(());
+            }
+            if packets::is_row_terminator(&packet, self.deprecate_eof) {
+                return Ok(());
+            }
+            outcome.column_count += 1;
+        }
+    }
+
+    /// A single OK, EOF or ERR reply.
+    pub(super) async fn single(&mut self, outcome: &mut Outcome) -> Result<(), RelayError> {
+        let packet = self.server_packet().await?;
+        self.forward(&packet).await?;
+        match packet.first() {
+            Some(0xff) => {
+                if let Some(error) = packets::parse_err(&packet) {
+                    outcome.error(error);
+                }
+            }
+            Some(0x00) => outcome.ok(packets::parse_ok(&packet).unwrap_or_default()),
+            _ => {}
+        }
+        Ok(())
+    }
+}
