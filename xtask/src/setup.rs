@@ -33,13 +33,47 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The rustup toolchain name under which Debian's rustc is linked (see `gateway-user/build.rs`).
 pub const DEBIAN_TOOLCHAIN: &str = "debian";
 
-/// Everything: system packages for tests, and the eBPF toolchain.
+/// Python MySQL drivers the compatibility tests run (from PyPI), pinned.
+const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
+    ("PyMySQL", "1.1.2", "pymysql"),
+    ("mysql-connector-python", "26.10.0", "mysql.connector"),
+];
+
+/// Everything: system packages for tests, the test clients, and the eBPF toolchain.
 pub fn all() -> anyhow::Result<()> {
     let mut packages = EBPF_PACKAGES.to_vec();
     packages.extend_from_slice(TEST_PACKAGES);
     system_packages(&packages)?;
+    python_clients()?;
     bpf_linker()?;
     debian_toolchain()
+}
+
+fn python_clients() -> anyhow::Result<()> {
+    let missing: Vec<String> = PYTHON_PACKAGES
+        .iter()
+        .filter(|(_, _, module)| !cmd("python3", &["-c", &format!("import {module}")]).succeeds())
+        .map(|(name, version, _)| format!("{name}=={version}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("==> installing Python test clients: {}", missing.join(" "));
+    let mut args = vec![
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ];
+    if !nix::unistd::Uid::effective().is_root() {
+        args.push("--user");
+    }
+    args.extend(missing.iter().map(String::as_str));
+    cmd("python3", &args)
+        .env("PIP_ROOT_USER_ACTION", "ignore")
+        .run()
+        .context("installing the Python MySQL drivers the tests use")
 }
 
 /// Only what building the eBPF programs needs.
