@@ -33,7 +33,7 @@ const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The rustup toolchain name under which Debian's rustc is linked (see `gateway-user/build.rs`).
 pub const DEBIAN_TOOLCHAIN: &str = "debian";
 
-/// Python MySQL drivers the compatibility tests run (from PyPI), pinned.
+/// Python MySQL drivers the compatibility tests run (from the Python package index), pinned.
 const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
     ("PyMySQL", "1.1.2", "pymysql"),
     ("mysql-connector-python", "26.10.0", "mysql.connector"),
