@@ -70,6 +70,20 @@ pub enum SessionsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Show one session: who, where, and each statement with its outcome.
+    Show {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Configuration file (for recording.store).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
+        config: PathBuf,
+        /// Read this store directory instead of the configured one.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// Print the raw events as JSON lines.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[cfg(test)]

@@ -67,6 +67,29 @@ fn run(command: Command) -> anyhow::Result<()> {
             };
             list_sessions(&store, json)
         }
+        Command::Sessions {
+            command:
+                SessionsCommand::Show {
+                    id,
+                    config,
+                    store,
+                    json,
+                },
+        } => {
+            let store = match store {
+                Some(store) => store,
+                None => Config::load(&config)?.recording.store,
+            };
+            let events = sessions::events_of(&store, &id)?;
+            if json {
+                for event in &events {
+                    println!("{}", serde_json::to_string(event)?);
+                }
+            } else {
+                print!("{}", sessions::render_session(&events));
+            }
+            Ok(())
+        }
     }
 }
 

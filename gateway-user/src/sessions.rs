@@ -55,6 +55,105 @@ fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
     sessions.into_values().collect()
 }
 
+/// Every event of one session, in order; the id may be given in full or as a unique prefix.
+pub fn events_of(dir: &Path, id: &str) -> Result<Vec<RecordedEvent>, ShowError> {
+    let (events, _) = Store::read_all(dir)?;
+    let ids: std::collections::BTreeSet<Uuid> = events
+        .iter()
+        .map(|e| e.session_id)
+        .filter(|sid| sid.to_string().starts_with(id))
+        .collect();
+    let session = match ids.len() {
+        0 => return Err(ShowError::Unknown(id.to_owned())),
+        1 => ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| ShowError::Unknown(id.to_owned()))?,
+        n => return Err(ShowError::Ambiguous(id.to_owned(), n)),
+    };
+    Ok(events
+        .into_iter()
+        .filter(|e| e.session_id == session)
+        .collect())
+}
+
+/// Why `sessions show` could not pick a session.
+#[derive(Debug, thiserror::Error)]
+pub enum ShowError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// No session id starts with this.
+    #[error("no recorded session matches {0:?}: `tollgate sessions list` shows the ids")]
+    Unknown(String),
+    /// Several session ids start with this.
+    #[error("{0:?} matches {1} sessions: give more of the id")]
+    Ambiguous(String, usize),
+}
+
+/// Renders one session's events: a header, then one line per statement.
+#[must_use]
+pub fn render_session(events: &[RecordedEvent]) -> String {
+    let mut out = String::new();
+    for event in events {
+        match &event.kind {
+            EventKind::SessionStarted(s) => {
+                let _ = writeln!(out, "session   {}", event.session_id);
+                let _ = writeln!(out, "target    {} ({})", s.target, s.upstream);
+                let _ = writeln!(out, "client    {}", s.client_addr);
+                if let Some(p) = &s.process {
+                    let _ = writeln!(
+                        out,
+                        "process   {} pid={} uid={} gid={} cgroup={}",
+                        p.comm, p.pid, p.uid, p.gid, p.cgroup_id
+                    );
+                }
+            }
+            EventKind::Login(l) => {
+                let _ = writeln!(
+                    out,
+                    "login     {}{} {}",
+                    l.user,
+                    l.database
+                        .as_deref()
+                        .map(|d| format!(" db={d}"))
+                        .unwrap_or_default(),
+                    if l.accepted { "accepted" } else { "refused" }
+                );
+            }
+            EventKind::Statement(st) => {
+                let result = match &st.error {
+                    Some(e) => format!("ERROR {} {}", e.code, e.message),
+                    None if st.result_sets > 0 => format!("{} row(s)", st.rows),
+                    None => format!("{} affected", st.affected_rows),
+                };
+                let _ = writeln!(
+                    out,
+                    "#{:<4} {:>8}us  {:<12}  {:<24}  {}",
+                    st.seq,
+                    st.duration_us,
+                    st.command,
+                    result,
+                    st.sql.as_deref().unwrap_or("")
+                );
+            }
+            EventKind::SessionEnded(e) => {
+                let _ = writeln!(
+                    out,
+                    "ended     {:?} after {} ms{}",
+                    e.reason,
+                    e.duration_ms,
+                    e.detail
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+    }
+    out
+}
+
 /// Renders sessions as a plain-text table.
 #[must_use]
 pub fn render_table(sessions: &[SessionSummary]) -> String {

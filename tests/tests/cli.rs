@@ -110,3 +110,22 @@ fn sessions_list_on_a_missing_store_is_a_clear_error() {
     );
     assert!(!stderr.contains("panicked"));
 }
+
+#[test]
+fn sessions_show_with_an_unknown_id_says_how_to_find_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("events.jsonl"), "").expect("empty store");
+    let output = run_capture(
+        Command::new(tollgate_bin())
+            .args(["sessions", "show", "0123", "--store"])
+            .arg(dir.path()),
+    )
+    .expect("run");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no recorded session matches \"0123\""),
+        "{stderr}"
+    );
+    assert!(stderr.contains("tollgate sessions list"), "{stderr}");
+}

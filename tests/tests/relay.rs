@@ -116,6 +116,26 @@ fn direct_connection_reaches_the_fallback_target_and_is_recorded() {
     assert_eq!(events[0]["upstream_local_addr"], *host_seen_by_mariadb);
     assert!(events[0]["process"].is_null());
     assert_eq!(events[events.len() - 1]["reason"], "closed");
+
+    // `sessions show` finds it by an id prefix and lists the statements with their outcome.
+    let id = events[0]["session_id"].as_str().expect("id");
+    let output = run_capture(
+        Command::new(tollgate_tests::tollgate_bin())
+            .args(["sessions", "show", &id[..13], "--store"])
+            .arg(&gateway.store),
+    )
+    .expect("sessions show");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(shown.contains("login     app accepted"), "{shown}");
+    assert!(
+        shown.contains("1 row(s)") && shown.contains("SELECT 6*7"),
+        "{shown}"
+    );
     assert_eq!(events[0]["v"], 1);
 }
 

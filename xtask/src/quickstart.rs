@@ -124,27 +124,47 @@ fn show_recording(
     store: &Path,
     log_path: &Path,
 ) -> anyhow::Result<()> {
+    // The gateway logs the end of the session just after the client exits: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut log = String::new();
+    while Instant::now() < deadline {
+        log = fs::read_to_string(log_path).unwrap_or_default();
+        if log.contains("session ended") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     println!(
         "\n==> what the gateway logged about it ({}):",
         log_path.display()
     );
-    let log = fs::read_to_string(log_path).unwrap_or_default();
+    let interesting = ["session started", "login", "session ended"];
     for line in log
         .lines()
-        .filter(|l| l.contains("session started") || l.contains("session ended"))
+        .filter(|l| interesting.iter().any(|word| l.contains(word)))
     {
         println!("    {line}");
     }
+    let session_id = log
+        .lines()
+        .filter(|l| l.contains("session started"))
+        .filter_map(|l| l.split("session_id=").nth(1))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .next_back()
+        .context("the gateway logged no session")?
+        .to_owned();
     println!(
         "\n==> what was recorded, and where: {}",
         store.join("events.jsonl").display()
     );
     let tollgate = tollgate.to_string_lossy();
     let config = config.to_string_lossy();
+    println!("    $ tollgate sessions list --config {config}");
     cmd(&tollgate, &["sessions", "list", "--config", &config]).run()?;
+    println!("\n    $ tollgate sessions show {session_id} --config {config}");
     cmd(
         &tollgate,
-        &["sessions", "list", "--json", "--config", &config],
+        &["sessions", "show", &session_id, "--config", &config],
     )
     .run()
 }
