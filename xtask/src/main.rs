@@ -3,13 +3,17 @@
 //! - `setup`: install what building and testing need (system packages, the eBPF toolchain);
 //! - `build`: build the eBPF programs and the `tollgate` binary with them embedded;
 //! - `test`: every check CI runs (fmt, clippy, unit and integration tests);
+//! - `fuzz`: cargo-fuzz over the parsers of peer input;
+//! - `bench`: the gateway against a direct connection and haproxy, with ratios;
 //! - `quickstart`: a local MariaDB, the gateway, and a demo session through it.
 #![allow(
     clippy::disallowed_types,
     reason = "synchronous tooling: std::time::Instant is the right clock here"
 )]
 
+mod bench;
 mod command;
+mod fuzz;
 mod quickstart;
 mod setup;
 
@@ -41,6 +45,20 @@ enum Task {
         /// Extra arguments for the test runner (e.g. a test name filter).
         #[arg(trailing_var_arg = true)]
         args: Vec<String>,
+    },
+    /// Compare the gateway with a direct connection and haproxy (sysbench, large reads).
+    Bench {
+        /// Seconds per sysbench run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u32,
+    },
+    /// Fuzz the peer-input parsers (cargo-fuzz, nightly), a bounded time per target.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+        /// Only this target.
+        target: Option<String>,
     },
     /// Start MariaDB, the gateway and a demo session; keep running until Ctrl-C.
     Quickstart {
@@ -79,6 +97,8 @@ fn run(task: Task) -> anyhow::Result<()> {
             build(release)
         }
         Task::Test { args } => test(&args),
+        Task::Bench { seconds } => bench::run(&root, seconds),
+        Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
         Task::Quickstart { exit_after_demo } => quickstart::run(&root, exit_after_demo),
     }
 }

@@ -20,13 +20,16 @@ const EBPF_PACKAGES: &[&str] = &[
     "rust-web-clippy",
 ];
 /// Debian packages the tests and the quickstart use: a real MariaDB and its CLI client,
-/// `ip`/`nsenter`/`setpriv` for network namespaces and dropping privileges.
+/// `ip`/`nsenter`/`setpriv` for network namespaces and dropping privileges, MariaDB
+/// Connector/J and a JDK to run it, Node.js and npm for `mysql2`.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
     "iproute2",
     "util-linux",
     "procps",
+    "libmariadb-java",
+    "openjdk-17-jdk-headless",
 ];
 /// The bpf-linker that is known to work with LLVM 22 and the aya 0.14 family.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -45,8 +48,34 @@ pub fn all() -> anyhow::Result<()> {
     packages.extend_from_slice(TEST_PACKAGES);
     system_packages(&packages)?;
     python_clients()?;
+    node_clients()?;
     bpf_linker()?;
     debian_toolchain()
+}
+
+/// `npm ci` of the node drivers in `tests/clients/node`, when not installed yet.
+fn node_clients() -> anyhow::Result<()> {
+    let dir = std::path::Path::new("tests/clients/node");
+    if dir.join("node_modules/mysql2/package.json").exists() {
+        return Ok(());
+    }
+    println!(
+        "==> installing node test clients (npm ci in {})",
+        dir.display()
+    );
+    cmd(
+        "npm",
+        &[
+            "ci",
+            "--prefix",
+            &dir.to_string_lossy(),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ],
+    )
+    .run()
+    .context("installing node mysql2 (needs node and npm on PATH)")
 }
 
 fn python_clients() -> anyhow::Result<()> {
@@ -95,6 +124,11 @@ pub fn cargo_bin_dir() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")))
         .unwrap_or_else(|| PathBuf::from("/root/.cargo"))
         .join("bin")
+}
+
+/// Installs Debian packages that are missing (as root; otherwise says what to run).
+pub fn packages(packages: &[&str]) -> anyhow::Result<()> {
+    system_packages(packages)
 }
 
 fn system_packages(packages: &[&str]) -> anyhow::Result<()> {

@@ -545,4 +545,62 @@ mod tests {
         assert_eq!(Reader::new(&[0xfb]).lenenc(), None);
         assert_eq!(Reader::new(&[0xfe, 1]).lenenc(), None);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::super::*;
+        use crate::protocol::ErrPacket;
+
+        fn lenenc(n: u64) -> Vec<u8> {
+            match n {
+                0..=0xfa => vec![u8::try_from(n).unwrap_or(0)],
+                0xfb..=0xffff => [&[0xfc][..], &n.to_le_bytes()[..2]].concat(),
+                0x1_0000..=0xff_ffff => [&[0xfd][..], &n.to_le_bytes()[..3]].concat(),
+                _ => [&[0xfe][..], &n.to_le_bytes()[..]].concat(),
+            }
+        }
+
+        proptest! {
+            #[test]
+            fn lenenc_round_trips(n in any::<u64>()) {
+                let bytes = lenenc(n);
+                let mut r = Reader::new(&bytes);
+                prop_assert_eq!(r.lenenc(), Some(n));
+                prop_assert!(r.rest().is_empty());
+            }
+
+            #[test]
+            fn ok_packets_round_trip(affected in any::<u64>(), id in any::<u64>(), status in any::<u16>(), warnings in any::<u16>()) {
+                let mut p = vec![0x00];
+                p.extend(lenenc(affected));
+                p.extend(lenenc(id));
+                p.extend(status.to_le_bytes());
+                p.extend(warnings.to_le_bytes());
+                prop_assert_eq!(parse_ok(&p), Some(OkInfo { affected_rows: affected, last_insert_id: id, status, warnings }));
+            }
+
+            #[test]
+            fn err_packets_we_send_parse_back(code in any::<u16>(), message in "[ -~]{0,200}") {
+                let payload = ErrPacket::new(code, message.clone()).with_sql_state(*b"42S02").payload(true);
+                let parsed = parse_err(&payload).expect("our own ERR parses");
+                prop_assert_eq!(parsed.code, code);
+                prop_assert_eq!(parsed.sql_state.as_deref(), Some("42S02"));
+                prop_assert_eq!(parsed.message, message);
+            }
+
+            #[test]
+            fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+                let _ = parse_ok(&bytes);
+                let _ = parse_eof(&bytes);
+                let _ = parse_err(&bytes);
+                let _ = column_name(&bytes);
+                let _ = parse_prepare_ok(&bytes);
+                let _ = is_row_terminator(&bytes, true);
+                let _ = requests_tls(&bytes);
+                let _ = edit_greeting(&mut bytes.clone(), CapabilityFlags::CLIENT_SSL);
+                let _ = edit_handshake_response(&mut bytes.clone(), CapabilityFlags::CLIENT_SSL);
+            }
+        }
+    }
 }

@@ -39,7 +39,16 @@ impl Recorder {
         let handle = tokio::task::spawn_blocking(move || {
             while let Some(event) = receiver.blocking_recv() {
                 let durable = matches!(event.kind, EventKind::SessionEnded(_));
-                if let Err(error) = store.append(&event, durable) {
+                // Batch writes while events keep coming; hand them to the kernel as soon as
+                // the queue is drained, so readers never lag behind an idle gateway.
+                let result = store.append(&event, durable).and_then(|()| {
+                    if receiver.is_empty() {
+                        store.flush()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if let Err(error) = result {
                     tracing::error!(%error, session_id = %event.session_id, "recording store write failed");
                     return Err(error);
                 }

@@ -5,7 +5,7 @@
 
 use std::{
     fs::{File, OpenOptions},
-    io::{BufRead as _, BufReader, Write as _},
+    io::{BufRead as _, BufReader, BufWriter, Write as _},
     path::{Path, PathBuf},
 };
 
@@ -41,11 +41,12 @@ pub enum StoreError {
     WriterPanicked(String),
 }
 
-/// An open store, appending to its event log.
+/// An open store, appending to its event log. Appends are buffered: [`Store::flush`] hands
+/// them to the kernel, [`Store::sync`] to stable storage.
 #[derive(Debug)]
 pub struct Store {
     path: PathBuf,
-    file: File,
+    file: BufWriter<File>,
 }
 
 impl Store {
@@ -70,7 +71,10 @@ impl Store {
                 path: path.clone(),
                 source,
             })?;
-        let mut store = Self { path, file };
+        let mut store = Self {
+            path,
+            file: BufWriter::with_capacity(256 * 1024, file),
+        };
         store.terminate_torn_line()?;
         Ok(store)
     }
@@ -94,6 +98,7 @@ impl Store {
         reader.read_exact(&mut last).map_err(&write_error)?;
         if last[0] != b'\n' {
             self.file.write_all(b"\n").map_err(&write_error)?;
+            self.file.flush().map_err(&write_error)?;
         }
         Ok(())
     }
@@ -114,12 +119,24 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes everything written so far to stable storage.
-    pub fn sync(&self) -> Result<(), StoreError> {
-        self.file.sync_data().map_err(|source| StoreError::Write {
+    /// Hands everything appended so far to the kernel (readers see it).
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        self.file.flush().map_err(|source| StoreError::Write {
             path: self.path.clone(),
             source,
         })
+    }
+
+    /// Flushes everything appended so far to stable storage.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.flush()?;
+        self.file
+            .get_ref()
+            .sync_data()
+            .map_err(|source| StoreError::Write {
+                path: self.path.clone(),
+                source,
+            })
     }
 
     /// Reads every event in the store at `dir`, in write order. Lines that do not parse (a torn

@@ -1,0 +1,40 @@
+//! `cargo xtask fuzz`: coverage-guided fuzzing (cargo-fuzz, libFuzzer) of everything that parses
+//! peer input, for a bounded time per target, starting from the seed corpus kept in
+//! `gateway-user/fuzz/corpus/`. Needs rustup's nightly toolchain (sanitizers).
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::command::cmd;
+
+/// The fuzz targets in `gateway-user/fuzz/fuzz_targets/`.
+const TARGETS: &[&str] = &["packets", "config"];
+
+/// Fuzzes each target (or only `only`) for `seconds`.
+pub fn run(root: &Path, seconds: u32, only: Option<&str>) -> anyhow::Result<()> {
+    if !cmd("cargo", &["fuzz", "--version"]).succeeds() {
+        println!("==> installing cargo-fuzz");
+        cmd("cargo", &["install", "--locked", "cargo-fuzz"]).run()?;
+    }
+    let dir = root.join("gateway-user");
+    std::env::set_current_dir(&dir).context("entering gateway-user")?;
+    for target in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
+        println!("==> fuzzing `{target}` for {seconds} s");
+        cmd(
+            "cargo",
+            &[
+                "+nightly",
+                "fuzz",
+                "run",
+                target,
+                "--",
+                &format!("-max_total_time={seconds}"),
+            ],
+        )
+        // The eBPF object is not needed to fuzz parsers.
+        .env("AYA_BUILD_SKIP", "1")
+        .run()?;
+    }
+    Ok(())
+}
