@@ -47,6 +47,8 @@ pub enum Command {
         #[arg(trailing_var_arg = true, required = true, value_name = "COMMAND")]
         command: Vec<OsString>,
     },
+    /// Print an argon2 hash of a password read from standard input (for `[[identities]]`).
+    HashPassword,
     /// Recorded sessions.
     Sessions {
         /// What to do with them.

@@ -36,6 +36,46 @@ pub struct Config {
     /// The protected databases. A connect to one of them from the managed cgroup lands in the
     /// gateway.
     pub targets: Vec<TargetConfig>,
+    /// Users the gateway itself authenticates (for targets with a `login`).
+    #[serde(default)]
+    pub identities: Vec<IdentityConfig>,
+}
+
+/// `[[identities]]`: a user the gateway authenticates.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// MySQL user name the client logs in with.
+    pub user: String,
+    /// argon2 PHC hash of the password (`tollgate hash-password` makes one).
+    pub password_hash: String,
+}
+
+/// `[targets.login]`: the gateway's own database account for a target. With it, the gateway
+/// terminates the client's login (TLS, then the identity table) and logs in upstream itself;
+/// the client never learns this credential.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Database user name.
+    pub user: String,
+    /// Environment variable holding the password.
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// File (mode 0600) holding the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+/// `[listener.tls]`: the certificate clients see. Without it, a self-signed certificate is
+/// generated at start-up (fine for trying Tollgate, not for production).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
 }
 
 /// `[listener]`
@@ -50,6 +90,9 @@ pub struct ListenerConfig {
     /// are refused.
     #[serde(default)]
     pub fallback_target: Option<Spanned<String>>,
+    /// TLS toward clients (used by targets with a `login`).
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 /// How connections reach the gateway.
@@ -159,6 +202,9 @@ pub struct TargetConfig {
     /// Where the gateway dials (`host:port`); by default the connection's original destination.
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,
+    /// The gateway's own login. Without it, the client's login is relayed to the database.
+    #[serde(default)]
+    pub login: Option<LoginConfig>,
 }
 
 impl TargetConfig {
@@ -295,6 +341,7 @@ impl Config {
         self.validate_listener()?;
         self.validate_targets()?;
         self.validate_fallback()?;
+        self.validate_logins()?;
         if !self.interception.cgroup.is_absolute() {
             return Err(Invalid::new(
                 0,
@@ -374,6 +421,26 @@ impl Config {
                     upstream.span().start,
                     format!("targets[{i}].upstream"),
                     format!("expected host:port, got {:?}", upstream.get_ref()),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_logins(&self) -> Result<(), Invalid> {
+        for (i, identity) in self.identities.iter().enumerate() {
+            crate::auth::check_hash(&identity.password_hash).map_err(|message| {
+                Invalid::new(0, format!("identities[{i}].password_hash"), message)
+            })?;
+        }
+        for (i, target) in self.targets.iter().enumerate() {
+            if let Some(login) = &target.login
+                && login.password_env.is_some() == login.password_file.is_some()
+            {
+                return Err(Invalid::new(
+                    target.name.span().start,
+                    format!("targets[{i}].login"),
+                    "set exactly one of password_env or password_file",
                 ));
             }
         }

@@ -6,6 +6,7 @@
 //! [`upstream`] dials the database; [`protocol`] holds MySQL wire encodings; [`recording`]
 //! writes session events to the embedded store, which [`sessions`] reads back.
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod intercept;
@@ -15,4 +16,5 @@ pub mod server;
 pub mod session;
 pub mod sessions;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;

@@ -53,6 +53,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             let error = std::process::Command::new(program).args(args).exec();
             Err(error).with_context(|| format!("cannot run {}", program.to_string_lossy()))
         }
+        Command::HashPassword => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(!password.is_empty(), "empty password on standard input");
+            let hash = tollgate::auth::hash_password(password.as_bytes())
+                .map_err(|e| anyhow::anyhow!("hashing: {e}"))?;
+            println!("{hash}");
+            Ok(())
+        }
         Command::Sessions {
             command:
                 SessionsCommand::List {

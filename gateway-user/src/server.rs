@@ -8,11 +8,12 @@ use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
+    auth::{IdentityTable, UpstreamCredential},
     config::{Config, InterceptionMode},
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
     recording::{Recorder, StoreError},
-    session::{self, SessionContext},
+    session::{self, LoginContext, SessionContext},
 };
 
 /// Why the gateway could not start or stop cleanly.
@@ -34,11 +35,43 @@ pub enum ServeError {
     /// The recording store failed.
     #[error(transparent)]
     Recording(#[from] StoreError),
+    /// A target's upstream credential could not be loaded.
+    #[error(transparent)]
+    Credential(#[from] crate::auth::CredentialError),
+    /// TLS toward clients could not be set up.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// What terminating logins needs, when any target has a `login`.
+fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeError> {
+    if config.targets.iter().all(|t| t.login.is_none()) {
+        return Ok(None);
+    }
+    let credentials = config
+        .targets
+        .iter()
+        .map(|t| {
+            t.login
+                .as_ref()
+                .map(|login| UpstreamCredential::load(t.name.get_ref(), login))
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if config.listener.tls.is_none() {
+        tracing::warn!("listener.tls is not set: clients get a self-signed certificate");
+    }
+    Ok(Some(Arc::new(LoginContext {
+        tls: crate::tls::acceptor(config.listener.tls.as_ref())?,
+        identities: IdentityTable::new(&config.identities),
+        credentials,
+    })))
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
     let config = Arc::new(config);
+    let logins = login_context(&config)?;
     let mut listeners = Vec::new();
     for addr in &config.listener.addresses {
         let addr = *addr.get_ref();
@@ -82,6 +115,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         recorder,
         gateway_instance: gateway_instance().into(),
         abort: abort.clone(),
+        logins,
     };
     tracing::info!(
         listeners = ?bound,

@@ -244,6 +244,15 @@ impl Gateway {
     /// Writes `config` (with `{store}` replaced by a fresh store directory) and starts the
     /// gateway, inside `netns` when given; waits until it logs "tollgate ready".
     pub fn start(netns: Option<&Netns>, config: &str) -> anyhow::Result<Self> {
+        Self::start_with_env(netns, config, &[])
+    }
+
+    /// Like [`Gateway::start`], with extra environment variables (e.g. a credential).
+    pub fn start_with_env(
+        netns: Option<&Netns>,
+        config: &str,
+        env: &[(&str, &str)],
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("tollgate-gw-").tempdir()?;
         let store = dir.path().join("recordings");
         let config_path = dir.path().join("tollgate.toml");
@@ -257,6 +266,7 @@ impl Gateway {
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&config_path)
             .env("TOLLGATE_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -73,7 +73,7 @@ pub fn run(root: &Path, seconds: u32) -> anyhow::Result<()> {
             "app",
             "-papp-pw",
             "-e",
-            "CREATE DATABASE IF NOT EXISTS sbtest",
+            "DROP DATABASE IF EXISTS sbtest; CREATE DATABASE sbtest",
         ],
     )
     .run()?;
@@ -227,6 +227,8 @@ fn large_read(port: u16) -> anyhow::Result<f64> {
             "-u",
             "app",
             "-papp-pw",
+            "-D",
+            "sbtest",
             "--quick",
             "-N",
             "-B",

@@ -141,6 +141,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         !self.read_buf.is_empty()
     }
 
+    /// Takes the leg apart to change its stream (a TLS upgrade): the stream, the codec (whose
+    /// sequence id carries on), and bytes already read but not decoded.
+    pub fn into_parts(self) -> (S, PacketCodec, BytesMut) {
+        (self.stream, self.codec, self.read_buf)
+    }
+
+    /// Rebuilds a leg on a new stream with the codec of [`Leg::into_parts`].
+    pub fn from_parts(stream: S, codec: PacketCodec, bytes_read: u64, bytes_written: u64) -> Self {
+        Self {
+            stream,
+            codec,
+            read_buf: BytesMut::with_capacity(READ_CHUNK),
+            write_buf: BytesMut::with_capacity(READ_CHUNK),
+            bytes_read,
+            bytes_written,
+        }
+    }
+
     /// The underlying stream, e.g. to shut it down.
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream

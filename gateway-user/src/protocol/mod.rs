@@ -4,6 +4,7 @@
 
 pub mod codec;
 mod err_packet;
+pub mod handshake;
 pub mod packets;
 
 pub use err_packet::{ErrPacket, error_code};

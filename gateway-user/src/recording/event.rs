@@ -49,6 +49,9 @@ pub enum EventKind {
 pub struct LoginEvent {
     /// The MySQL user name the client logged in as.
     pub user: String,
+    /// The database account the gateway logged in with, when it terminated the login (the
+    /// client's own login is relayed otherwise).
+    pub upstream_user: Option<String>,
     /// The initial database, if any.
     pub database: Option<String>,
     /// Whether the database accepted the login.

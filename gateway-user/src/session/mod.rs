@@ -12,6 +12,8 @@ use std::{net::SocketAddr, sync::Arc};
 
 mod relay;
 mod response;
+mod stream;
+mod terminate;
 
 pub use relay::{RelayEnd, command_name};
 pub use response::{Outcome, StatementRecord};
@@ -43,6 +45,27 @@ pub struct SessionContext {
     pub gateway_instance: Arc<str>,
     /// Cancelled when live sessions must end (shutdown grace period over).
     pub abort: CancellationToken,
+    /// What terminating logins needs, when some target has a `login`.
+    pub logins: Option<Arc<LoginContext>>,
+}
+
+/// What the gateway needs to terminate logins.
+pub struct LoginContext {
+    /// TLS toward clients.
+    pub tls: tokio_rustls::TlsAcceptor,
+    /// Who may log in.
+    pub identities: crate::auth::IdentityTable,
+    /// The gateway's own credential per target (by index), for targets with a `login`.
+    pub credentials: Vec<Option<crate::auth::UpstreamCredential>>,
+}
+
+impl std::fmt::Debug for LoginContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoginContext")
+            .field("identities", &self.identities)
+            .field("credentials", &self.credentials)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why the gateway itself refused or ended a session; each maps to one ERR packet.
@@ -161,8 +184,11 @@ pub async fn serve(
         ))
         .await;
 
-    // 3. relay, following the MySQL protocol on both legs
-    let mut relay = relay::Relay::new(client, server, &ctx.recorder, session_id);
+    // 3. login: terminated by the gateway for targets with a `login`, relayed otherwise
+    let Some(mut relay) = login_phase(&ctx, client, server, target, session_id, started).await
+    else {
+        return;
+    };
     let (reason, detail) = tokio::select! {
         end = relay.run() => match end {
             RelayEnd::Closed => (EndReason::Closed, None),
@@ -179,6 +205,112 @@ pub async fn serve(
     };
     let bytes = Some(relay.bytes());
     record_end(&ctx, session_id, started, reason, detail, bytes).await;
+}
+
+/// Sets the relay up: after the gateway terminated the login (targets with a `login`), or
+/// ready to relay the client's own login. `None` when the terminated login failed (already
+/// recorded and told to the client).
+async fn login_phase<'c>(
+    ctx: &'c SessionContext,
+    client: TcpStream,
+    server: TcpStream,
+    target: &TargetConfig,
+    session_id: Uuid,
+    started: tokio::time::Instant,
+) -> Option<relay::Relay<'c>> {
+    let target_index = ctx
+        .config
+        .targets
+        .iter()
+        .position(|t| std::ptr::eq(t, target));
+    let credential = ctx
+        .logins
+        .as_ref()
+        .zip(target_index)
+        .and_then(|(logins, i)| {
+            logins
+                .credentials
+                .get(i)
+                .and_then(Option::as_ref)
+                .map(|c| (logins, c))
+        });
+    let Some((logins, credential)) = credential else {
+        return Some(relay::Relay::new(client, server, &ctx.recorder, session_id));
+    };
+    let setup = terminate::LoginSetup {
+        tls: &logins.tls,
+        identities: &logins.identities,
+        credential,
+        target: target.name.get_ref(),
+    };
+    match terminate::login(client, server, setup).await {
+        Ok(login) => {
+            record_login(
+                ctx,
+                session_id,
+                &login.user,
+                Some(&credential.user),
+                login.database.clone(),
+                None,
+            )
+            .await;
+            Some(relay::Relay::after_login(login, &ctx.recorder, session_id))
+        }
+        Err(error) => {
+            tracing::warn!(%session_id, "{error}");
+            let refused = matches!(error, terminate::LoginError::Refused { .. });
+            if let terminate::LoginError::Refused { user, reason } = &error {
+                record_login(
+                    ctx,
+                    session_id,
+                    user,
+                    Some(&credential.user),
+                    None,
+                    Some(reason.clone()),
+                )
+                .await;
+            }
+            let reason = if refused {
+                EndReason::LoginRefused
+            } else {
+                EndReason::Error
+            };
+            record_end(
+                ctx,
+                session_id,
+                started,
+                reason,
+                Some(error.to_string()),
+                None,
+            )
+            .await;
+            None
+        }
+    }
+}
+
+async fn record_login(
+    ctx: &SessionContext,
+    session_id: Uuid,
+    user: &str,
+    upstream_user: Option<&str>,
+    database: Option<String>,
+    refused: Option<String>,
+) {
+    tracing::info!(%session_id, user, upstream_user, accepted = refused.is_none(), "login");
+    ctx.recorder
+        .record(RecordedEvent::now(
+            session_id,
+            EventKind::Login(crate::recording::LoginEvent {
+                user: user.to_owned(),
+                upstream_user: upstream_user.map(str::to_owned),
+                database,
+                accepted: refused.is_none(),
+                error_code: refused.as_ref().map(|_| 1045),
+                error_message: refused,
+            }),
+        ))
+        .await;
 }
 
 /// The target of a connection: the one the kernel matched, else the fallback.

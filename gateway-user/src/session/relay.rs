@@ -17,7 +17,11 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
 use uuid::Uuid;
 
-use super::response::{Outcome, StatementRecord};
+use super::{
+    response::{Outcome, StatementRecord},
+    stream::ClientStream,
+    terminate::Terminated,
+};
 use crate::{
     protocol::{
         ErrPacket,
@@ -134,7 +138,7 @@ pub(super) enum RelayError {
 
 /// Both legs of one session and what the relay tracks about them.
 pub struct Relay<'r> {
-    pub(super) client: Leg<TcpStream>,
+    pub(super) client: Leg<ClientStream>,
     pub(super) server: Leg<TcpStream>,
     /// True when both legs agreed on `CLIENT_DEPRECATE_EOF` (OK packets end row streams).
     pub(super) deprecate_eof: bool,
@@ -143,6 +147,8 @@ pub struct Relay<'r> {
     statements: u64,
     /// SQL text of prepared statements, by statement id.
     prepared: HashMap<u32, String>,
+    /// True when the gateway already terminated the login (no handshake to relay).
+    logged_in: bool,
 }
 
 impl<'r> Relay<'r> {
@@ -154,13 +160,28 @@ impl<'r> Relay<'r> {
         session_id: Uuid,
     ) -> Self {
         Self {
-            client: Leg::new(client),
+            client: Leg::new(ClientStream::Plain(client)),
             server: Leg::new(server),
             deprecate_eof: false,
             recorder,
             session_id,
             statements: 0,
             prepared: HashMap::new(),
+            logged_in: false,
+        }
+    }
+
+    /// Continues a session whose login the gateway terminated: only commands are left.
+    pub fn after_login(login: Terminated, recorder: &'r Recorder, session_id: Uuid) -> Self {
+        Self {
+            client: login.client,
+            server: login.server,
+            deprecate_eof: login.deprecate_eof,
+            recorder,
+            session_id,
+            statements: 0,
+            prepared: HashMap::new(),
+            logged_in: true,
         }
     }
 
@@ -172,7 +193,12 @@ impl<'r> Relay<'r> {
 
     /// Runs the handshake and then the command phase until the session ends.
     pub async fn run(&mut self) -> RelayEnd {
-        let result = match self.handshake().await {
+        let handshake = if self.logged_in {
+            Ok(None)
+        } else {
+            self.handshake().await
+        };
+        let result = match handshake {
             Ok(None) => self.command_phase().await.map(|()| RelayEnd::Closed),
             Ok(Some(refused)) => Ok(RelayEnd::LoginRefused(refused)),
             Err(error) => Err(error),
@@ -280,6 +306,7 @@ impl<'r> Relay<'r> {
                 self.session_id,
                 EventKind::Login(LoginEvent {
                     user: login.user,
+                    upstream_user: None,
                     database: login.database,
                     accepted: refused.is_none(),
                     error_code: refused.as_ref().map(|e| e.code),

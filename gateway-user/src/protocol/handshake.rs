@@ -1,0 +1,331 @@
+//! The handshake when the gateway terminates the login: the greeting it sends clients, the
+//! auth-switch and auth-more-data packets, reading a client's handshake response in full, and
+//! the handshake response it sends the database with its own credential. Pure and
+//! bounds-checked.
+
+use mysql_common::constants::CapabilityFlags;
+
+use super::packets::{MARIADB_ALLOWED_EXTENDED, Reader};
+
+/// Length of an authentication nonce (scramble).
+pub const NONCE_LEN: usize = 20;
+
+/// What the gateway needs from a database's greeting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerGreeting {
+    /// Server version string (passed on to clients, so they adapt to the real server).
+    pub version: Vec<u8>,
+    /// Connection id on the database.
+    pub connection_id: u32,
+    /// The login nonce.
+    pub nonce: [u8; NONCE_LEN],
+    /// Capabilities offered.
+    pub capabilities: u32,
+    /// Default character set.
+    pub charset: u8,
+    /// Status flags.
+    pub status: u16,
+    /// MariaDB extended capabilities (0 for MySQL).
+    pub mariadb_extended: u32,
+    /// Default authentication plugin.
+    pub auth_plugin: String,
+}
+
+/// Parses a protocol-10 greeting.
+#[must_use]
+pub fn parse_greeting(payload: &[u8]) -> Option<ServerGreeting> {
+    let mut r = Reader::new(payload);
+    if r.u8()? != 10 {
+        return None;
+    }
+    let version = r.nul_bytes()?.to_vec();
+    let connection_id = r.u32()?;
+    let part1 = r.take(8)?;
+    r.take(1)?;
+    let low = r.u16()?;
+    let charset = r.u8()?;
+    let status = r.u16()?;
+    let high = r.u16()?;
+    let auth_len = usize::from(r.u8()?);
+    r.take(6)?;
+    let ext = r.u32()?;
+    let capabilities = u32::from(high) << 16 | u32::from(low);
+    let part2_len = auth_len.saturating_sub(8).max(13);
+    let part2 = r.take(part2_len)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    nonce[..8].copy_from_slice(part1);
+    nonce[8..].copy_from_slice(part2.get(..12)?);
+    let auth_plugin = r
+        .nul_bytes()
+        .or_else(|| Some(r.rest()))
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .unwrap_or_default();
+    let mariadb_extended = if capabilities & CapabilityFlags::CLIENT_LONG_PASSWORD.bits() == 0 {
+        ext
+    } else {
+        0
+    };
+    Some(ServerGreeting {
+        version,
+        connection_id,
+        nonce,
+        capabilities,
+        charset,
+        status,
+        mariadb_extended,
+        auth_plugin,
+    })
+}
+
+/// The greeting the gateway sends a client: the database's version, character set and
+/// (edited) capabilities, the gateway's own nonce, TLS offered, `caching_sha2_password`.
+#[must_use]
+pub fn build_greeting(
+    server: &ServerGreeting,
+    capabilities: u32,
+    nonce: &[u8; NONCE_LEN],
+) -> Vec<u8> {
+    let mut p = Vec::with_capacity(128);
+    p.push(10);
+    p.extend_from_slice(&server.version);
+    p.push(0);
+    p.extend_from_slice(&server.connection_id.to_le_bytes());
+    p.extend_from_slice(&nonce[..8]);
+    p.push(0);
+    let [b0, b1, b2, b3] = capabilities.to_le_bytes();
+    p.extend_from_slice(&[b0, b1]);
+    p.push(server.charset);
+    p.extend_from_slice(&server.status.to_le_bytes());
+    p.extend_from_slice(&[b2, b3]);
+    p.push(u8::try_from(NONCE_LEN + 1).unwrap_or(21));
+    p.extend_from_slice(&[0; 6]);
+    let ext = if capabilities & CapabilityFlags::CLIENT_LONG_PASSWORD.bits() == 0 {
+        server.mariadb_extended & MARIADB_ALLOWED_EXTENDED
+    } else {
+        0
+    };
+    p.extend_from_slice(&ext.to_le_bytes());
+    p.extend_from_slice(&nonce[8..]);
+    p.push(0);
+    p.extend_from_slice(b"caching_sha2_password\0");
+    p
+}
+
+/// `AuthSwitchRequest` to `plugin` with `nonce`.
+#[must_use]
+pub fn auth_switch(plugin: &str, nonce: &[u8; NONCE_LEN]) -> Vec<u8> {
+    let mut p = vec![0xfe];
+    p.extend_from_slice(plugin.as_bytes());
+    p.push(0);
+    p.extend_from_slice(nonce);
+    p.push(0);
+    p
+}
+
+/// `AuthMoreData` asking a `caching_sha2_password` client for its password (sent only over
+/// TLS, where the client answers in clear text).
+pub const PERFORM_FULL_AUTHENTICATION: [u8; 2] = [0x01, 0x04];
+
+/// A client's handshake response, read in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientLogin {
+    /// Capabilities the client asked for.
+    pub capabilities: u32,
+    /// Character set.
+    pub charset: u8,
+    /// User name.
+    pub user: String,
+    /// Initial database.
+    pub database: Option<String>,
+    /// The client's authentication plugin.
+    pub auth_plugin: Option<String>,
+}
+
+/// Parses a protocol-41 handshake response.
+#[must_use]
+pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
+    let mut r = Reader::new(payload);
+    let capabilities = r.u32()?;
+    if capabilities & CapabilityFlags::CLIENT_PROTOCOL_41.bits() == 0 {
+        return None;
+    }
+    r.take(4)?;
+    let charset = r.u8()?;
+    r.take(23)?;
+    let user = String::from_utf8_lossy(r.nul_bytes()?).into_owned();
+    if capabilities & CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits() != 0 {
+        r.lenenc_bytes()?;
+    } else if capabilities & CapabilityFlags::CLIENT_SECURE_CONNECTION.bits() != 0 {
+        let len = usize::from(r.u8()?);
+        r.take(len)?;
+    } else {
+        r.nul_bytes()?;
+    }
+    let database = if capabilities & CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits() != 0 {
+        r.nul_bytes()
+            .map(|db| String::from_utf8_lossy(db).into_owned())
+            .filter(|db| !db.is_empty())
+    } else {
+        None
+    };
+    let auth_plugin = if capabilities & CapabilityFlags::CLIENT_PLUGIN_AUTH.bits() != 0 {
+        r.nul_bytes()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+    } else {
+        None
+    };
+    Some(ClientLogin {
+        capabilities,
+        charset,
+        user,
+        database,
+        auth_plugin,
+    })
+}
+
+/// The handshake response the gateway sends the database, with its own user and the
+/// `auth_response` computed for `plugin`.
+#[must_use]
+pub fn build_upstream_login(
+    capabilities: u32,
+    server: &ServerGreeting,
+    charset: u8,
+    user: &str,
+    auth_response: &[u8],
+    database: Option<&str>,
+    plugin: &str,
+) -> Vec<u8> {
+    let mut caps = capabilities
+        | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits();
+    caps &= server.capabilities;
+    caps &= !CapabilityFlags::CLIENT_CONNECT_ATTRS.bits();
+    if database.is_some() {
+        caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits() & server.capabilities;
+    } else {
+        caps &= !CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits();
+    }
+    let mut p = Vec::with_capacity(128);
+    p.extend_from_slice(&caps.to_le_bytes());
+    p.extend_from_slice(&(1u32 << 30).to_le_bytes());
+    p.push(charset);
+    p.extend_from_slice(&[0; 19]);
+    let ext = if server.capabilities & CapabilityFlags::CLIENT_LONG_PASSWORD.bits() == 0 {
+        server.mariadb_extended & MARIADB_ALLOWED_EXTENDED
+    } else {
+        0
+    };
+    p.extend_from_slice(&ext.to_le_bytes());
+    p.extend_from_slice(user.as_bytes());
+    p.push(0);
+    // A length-encoded length or a one-byte length: the same byte below 251, and a login
+    // scramble is at most 32 bytes.
+    p.push(u8::try_from(auth_response.len()).unwrap_or(0));
+    p.extend_from_slice(auth_response);
+    if let Some(db) =
+        database.filter(|_| caps & CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits() != 0)
+    {
+        p.extend_from_slice(db.as_bytes());
+        p.push(0);
+    }
+    p.extend_from_slice(plugin.as_bytes());
+    p.push(0);
+    p
+}
+
+/// The login answer for `plugin` with `nonce`; `None` for a plugin the gateway cannot use.
+#[must_use]
+pub fn scramble(plugin: &str, nonce: &[u8; NONCE_LEN], password: &[u8]) -> Option<Vec<u8>> {
+    use mysql_common::auth::plugins::{
+        caching_sha2_password::scramble_sha256, mysql_native_password::scramble_native,
+    };
+    match plugin {
+        "mysql_native_password" => Some(
+            scramble_native(nonce, password)
+                .map(|s| s.to_vec())
+                .unwrap_or_default(),
+        ),
+        "caching_sha2_password" => Some(
+            scramble_sha256(nonce, password)
+                .map(|s| s.to_vec())
+                .unwrap_or_default(),
+        ),
+        _ => None,
+    }
+}
+
+/// An OK packet (after authentication).
+#[must_use]
+pub fn ok_packet(status: u16) -> Vec<u8> {
+    let mut p = vec![0x00, 0x00, 0x00];
+    p.extend_from_slice(&status.to_le_bytes());
+    p.extend_from_slice(&[0, 0]);
+    p
+}
+
+/// A fresh nonce: 20 random printable bytes without NUL, as MySQL servers make them.
+#[must_use]
+pub fn new_nonce() -> [u8; NONCE_LEN] {
+    use rand::Rng as _;
+    let mut rng = rand::rng();
+    let mut nonce = [0u8; NONCE_LEN];
+    for byte in &mut nonce {
+        *byte = rng.random_range(0x21..0x7f);
+    }
+    nonce
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greeting() -> ServerGreeting {
+        ServerGreeting {
+            version: b"5.5.5-10.11.14-MariaDB".to_vec(),
+            connection_id: 9,
+            nonce: *b"abcdefghijklmnopqrst",
+            capabilities: 0x81bf_f7fe,
+            charset: 45,
+            status: 2,
+            mariadb_extended: 0x1d,
+            auth_plugin: "mysql_native_password".into(),
+        }
+    }
+
+    #[test]
+    fn the_gateway_greeting_parses_back_with_its_own_nonce() {
+        let nonce = *b"ABCDEFGHIJKLMNOPQRST";
+        let bytes = build_greeting(&greeting(), greeting().capabilities, &nonce);
+        let parsed = parse_greeting(&bytes).expect("parse");
+        assert_eq!(parsed.nonce, nonce);
+        assert_eq!(parsed.version, greeting().version);
+        assert_eq!(parsed.auth_plugin, "caching_sha2_password");
+        assert_eq!(parsed.mariadb_extended, 0x1d & MARIADB_ALLOWED_EXTENDED);
+        for len in 0..bytes.len() {
+            let _ = parse_greeting(&bytes[..len]);
+        }
+    }
+
+    #[test]
+    fn upstream_login_parses_as_a_client_login() {
+        let scrambled =
+            scramble("mysql_native_password", &greeting().nonce, b"pw").expect("native");
+        let bytes = build_upstream_login(
+            greeting().capabilities,
+            &greeting(),
+            45,
+            "app",
+            &scrambled,
+            Some("demo"),
+            "mysql_native_password",
+        );
+        let login = parse_client_login(&bytes).expect("parse");
+        assert_eq!(login.user, "app");
+        assert_eq!(login.database.as_deref(), Some("demo"));
+        assert_eq!(login.auth_plugin.as_deref(), Some("mysql_native_password"));
+        assert!(scramble("client_ed25519", &greeting().nonce, b"pw").is_none());
+        assert!(new_nonce().iter().all(|b| (0x21..0x7f).contains(b)));
+    }
+}

@@ -1,0 +1,338 @@
+//! The login when the gateway terminates it (targets with a `login`): the client authenticates
+//! to the gateway (over TLS, against the identity table) and the gateway logs in to the
+//! database with its own credential, which the client never sees.
+//!
+//! Client leg: the gateway's greeting (the database's version and capabilities, TLS offered,
+//! `caching_sha2_password`), the TLS upgrade, an auth switch to `caching_sha2_password` for
+//! clients that start with another plugin, then "perform full authentication", which makes
+//! the client send its password in clear text inside TLS. Without TLS the login is refused:
+//! the gateway never asks for a password over an unencrypted connection.
+//!
+//! Database leg: a handshake response with the gateway's user, answering
+//! `mysql_native_password` and `caching_sha2_password` (fast path, and full authentication
+//! with the server's RSA key), including auth switches.
+
+use mysql_common::constants::CapabilityFlags;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+
+use super::stream::{ClientStream, Prefixed};
+use crate::{
+    auth::{IdentityTable, UpstreamCredential},
+    protocol::{
+        ErrPacket,
+        codec::{CodecError, Leg},
+        handshake::{self, NONCE_LEN, ServerGreeting},
+        packets,
+    },
+};
+
+/// Capabilities never negotiated between the legs (see `relay.rs`); TLS is added back on the
+/// client leg, where the gateway terminates it.
+fn stripped() -> CapabilityFlags {
+    CapabilityFlags::CLIENT_SSL
+        | CapabilityFlags::CLIENT_COMPRESS
+        | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM
+        | CapabilityFlags::CLIENT_LOCAL_FILES
+        | CapabilityFlags::CLIENT_QUERY_ATTRIBUTES
+        | CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA
+        | CapabilityFlags::CLIENT_PROGRESS_OBSOLETE
+        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+}
+
+/// A finished login: both legs authenticated.
+pub struct Terminated {
+    /// The client's leg (TLS).
+    pub client: Leg<ClientStream>,
+    /// The database's leg.
+    pub server: Leg<TcpStream>,
+    /// Both legs use OK packets instead of EOF.
+    pub deprecate_eof: bool,
+    /// The identity the client proved.
+    pub user: String,
+    /// The initial database.
+    pub database: Option<String>,
+}
+
+/// Why a terminated login failed; the client has been told already when it makes sense.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// The client's credentials were wrong, TLS was missing, or the client misbehaved.
+    #[error("client login refused for '{user}': {reason}")]
+    Refused {
+        /// The user name the client gave (empty before it gave one).
+        user: String,
+        /// Why.
+        reason: String,
+    },
+    /// The database refused the gateway's login or broke the protocol.
+    #[error("database login failed: {0}")]
+    Upstream(String),
+    /// A socket failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<CodecError> for LoginError {
+    fn from(error: CodecError) -> Self {
+        Self::Io(error.to_string())
+    }
+}
+
+/// Everything the login needs from the gateway's configuration.
+pub struct LoginSetup<'a> {
+    /// TLS toward the client.
+    pub tls: &'a TlsAcceptor,
+    /// Who may log in.
+    pub identities: &'a IdentityTable,
+    /// The gateway's own database account.
+    pub credential: &'a UpstreamCredential,
+    /// Target name, for messages.
+    pub target: &'a str,
+}
+
+/// Runs both logins.
+pub async fn login(
+    client: TcpStream,
+    server: TcpStream,
+    setup: LoginSetup<'_>,
+) -> Result<Terminated, LoginError> {
+    let mut server = Leg::new(server);
+    let mut client = Leg::new(ClientStream::Plain(client));
+    server.reset_sequence();
+    client.reset_sequence();
+
+    let greeting_bytes = read(&mut server).await?;
+    if greeting_bytes.first() == Some(&0xff) {
+        client.write_packet(&greeting_bytes).await?;
+        client.flush().await?;
+        return Err(LoginError::Upstream(
+            "the database refused the connection".into(),
+        ));
+    }
+    let greeting = handshake::parse_greeting(&greeting_bytes).ok_or_else(|| {
+        LoginError::Upstream("the greeting is not a protocol-10 handshake".into())
+    })?;
+    let offered = (greeting.capabilities & !stripped().bits())
+        | CapabilityFlags::CLIENT_SSL.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits();
+    let nonce = handshake::new_nonce();
+    client
+        .write_packet(&handshake::build_greeting(&greeting, offered, &nonce))
+        .await?;
+    client.flush().await?;
+
+    let mut response = read(&mut client).await?;
+    if packets::requests_tls(&response) {
+        client = upgrade(client, setup.tls).await?;
+        response = read(&mut client).await?;
+    }
+    let login = handshake::parse_client_login(&response).ok_or_else(|| LoginError::Refused {
+        user: String::new(),
+        reason: "unsupported handshake (a protocol 4.1 client is required)".into(),
+    })?;
+    if !client.stream_mut().is_tls() {
+        refuse(
+            &mut client,
+            "Tollgate: log in over TLS (the gateway checks your password itself and never asks \
+             for it over an unencrypted connection)",
+        )
+        .await;
+        return Err(LoginError::Refused {
+            user: login.user,
+            reason: "no TLS".into(),
+        });
+    }
+    let password = client_password(&mut client, login.auth_plugin.as_deref()).await?;
+    let identities = setup.identities.clone();
+    let user = login.user.clone();
+    let verified = tokio::task::spawn_blocking(move || identities.verify(&user, &password))
+        .await
+        .unwrap_or(false);
+    if !verified {
+        refuse(
+            &mut client,
+            &format!(
+                "Access denied for user '{}' (Tollgate: unknown user or wrong password)",
+                login.user
+            ),
+        )
+        .await;
+        return Err(LoginError::Refused {
+            user: login.user,
+            reason: "unknown user or wrong password".into(),
+        });
+    }
+
+    let requested = login.capabilities & offered & !CapabilityFlags::CLIENT_SSL.bits();
+    if let Err(error) =
+        upstream_login(&mut server, &greeting, requested, &login, setup.credential).await
+    {
+        refuse(
+            &mut client,
+            &format!(
+                "Tollgate could not log in to target '{}': {error}",
+                setup.target
+            ),
+        )
+        .await;
+        return Err(LoginError::Upstream(error));
+    }
+    client
+        .write_packet(&handshake::ok_packet(greeting.status))
+        .await?;
+    client.flush().await?;
+    Ok(Terminated {
+        client,
+        server,
+        deprecate_eof: requested & CapabilityFlags::CLIENT_DEPRECATE_EOF.bits() != 0,
+        user: login.user,
+        database: login.database,
+    })
+}
+
+async fn read<S>(leg: &mut Leg<S>) -> Result<Vec<u8>, LoginError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    leg.read_packet()
+        .await?
+        .ok_or_else(|| LoginError::Io("connection closed during the login".into()))
+}
+
+/// Turns the client's leg into TLS, keeping its sequence ids and any bytes already read.
+async fn upgrade(
+    client: Leg<ClientStream>,
+    tls: &TlsAcceptor,
+) -> Result<Leg<ClientStream>, LoginError> {
+    let (bytes_read, bytes_written) = (client.bytes_read, client.bytes_written);
+    let (stream, codec, leftover) = client.into_parts();
+    let ClientStream::Plain(tcp) = stream else {
+        return Err(LoginError::Refused {
+            user: String::new(),
+            reason: "TLS requested twice".into(),
+        });
+    };
+    let tls_stream = tls
+        .accept(Prefixed::new(leftover, tcp))
+        .await
+        .map_err(|e| LoginError::Refused {
+            user: String::new(),
+            reason: format!("TLS handshake failed: {e}"),
+        })?;
+    Ok(Leg::from_parts(
+        ClientStream::Tls(Box::new(tls_stream)),
+        codec,
+        bytes_read,
+        bytes_written,
+    ))
+}
+
+/// Gets the client's password in clear text (inside TLS) through `caching_sha2_password`.
+async fn client_password(
+    client: &mut Leg<ClientStream>,
+    plugin: Option<&str>,
+) -> Result<Vec<u8>, LoginError> {
+    if plugin != Some("caching_sha2_password") {
+        client
+            .write_packet(&handshake::auth_switch(
+                "caching_sha2_password",
+                &handshake::new_nonce(),
+            ))
+            .await?;
+        client.flush().await?;
+        read(client).await?; // the scramble: useless to a gateway that stores argon2 hashes
+    }
+    client
+        .write_packet(&handshake::PERFORM_FULL_AUTHENTICATION)
+        .await?;
+    client.flush().await?;
+    let mut password = read(client).await?;
+    if password.last() == Some(&0) {
+        password.pop();
+    }
+    Ok(password)
+}
+
+/// Logs in to the database with the gateway's credential.
+async fn upstream_login(
+    server: &mut Leg<TcpStream>,
+    greeting: &ServerGreeting,
+    capabilities: u32,
+    login: &handshake::ClientLogin,
+    credential: &UpstreamCredential,
+) -> Result<(), String> {
+    let io = |e: CodecError| e.to_string();
+    let mut plugin = greeting.auth_plugin.clone();
+    let mut nonce = greeting.nonce;
+    let answer = handshake::scramble(&plugin, &nonce, credential.password()).unwrap_or_default();
+    let response = handshake::build_upstream_login(
+        capabilities,
+        greeting,
+        login.charset,
+        &credential.user,
+        &answer,
+        login.database.as_deref(),
+        &plugin,
+    );
+    server.write_packet(&response).await.map_err(io)?;
+    server.flush().await.map_err(io)?;
+    loop {
+        let packet = server
+            .read_packet()
+            .await
+            .map_err(io)?
+            .ok_or("the database closed the connection during the login")?;
+        match packet.first() {
+            Some(0x00) => return Ok(()),
+            Some(0xff) => {
+                let error = packets::parse_err(&packet);
+                return Err(error.map_or_else(
+                    || "refused".to_owned(),
+                    |e| format!("{} {}", e.code, e.message),
+                ));
+            }
+            Some(0xfe) => {
+                let mut r = packets::Reader::new(packet.get(1..).unwrap_or_default());
+                plugin = String::from_utf8_lossy(r.nul_bytes().unwrap_or_default()).into_owned();
+                let data = r.rest();
+                if let Some(fresh) = data.get(..NONCE_LEN) {
+                    nonce.copy_from_slice(fresh);
+                }
+                let answer = handshake::scramble(&plugin, &nonce, credential.password())
+                    .ok_or_else(|| format!("the database asks for auth plugin {plugin}, which the gateway does not support yet"))?;
+                server.write_packet(&answer).await.map_err(io)?;
+                server.flush().await.map_err(io)?;
+            }
+            Some(0x01) if packet.get(1) == Some(&0x03) => {}
+            Some(0x01) if packet.get(1) == Some(&0x04) => {
+                // Full authentication without TLS: ask for the server's RSA key.
+                server.write_packet(&[0x02]).await.map_err(io)?;
+                server.flush().await.map_err(io)?;
+            }
+            Some(0x01) => {
+                // The server's public key: send the password encrypted with it.
+                let key = packet.get(1..).unwrap_or_default();
+                let mut secret = zeroize::Zeroizing::new(credential.password().to_vec());
+                secret.push(0);
+                for (i, byte) in secret.iter_mut().enumerate() {
+                    *byte ^= nonce[i % NONCE_LEN];
+                }
+                let encrypted = mysql_common::crypto::encrypt(&secret, key)
+                    .map_err(|e| format!("encrypting the password with the server's key: {e}"))?;
+                server.write_packet(&encrypted).await.map_err(io)?;
+                server.flush().await.map_err(io)?;
+            }
+            _ => return Err("unexpected packet during the login".into()),
+        }
+    }
+}
+
+/// Sends ERR 1045 (28000) to the client.
+async fn refuse(client: &mut Leg<ClientStream>, message: &str) {
+    let packet = ErrPacket::new(1045, message).with_sql_state(*b"28000");
+    if client.write_packet(&packet.payload(true)).await.is_ok() {
+        let _ = client.flush().await;
+    }
+}

@@ -1,0 +1,154 @@
+//! The gateway terminates the login: clients authenticate to it over TLS against the identity
+//! table, and it logs in to MariaDB with its own credential, which the client never sees.
+//! Real MariaDB, real `mariadb` client. Runs without root.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tollgate_tests::{Gateway, MariaDb, free_port, run_capture, tollgate_bin};
+
+fn hash(password: &str) -> String {
+    let mut child = Command::new(tollgate_bin())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tollgate hash-password");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write password");
+    let output = child.wait_with_output().expect("hash");
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn client(
+    port: u16,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+    sql: &str,
+) -> (bool, String, String) {
+    let output = run_capture(
+        Command::new("mariadb")
+            .args([
+                "--no-defaults",
+                "-h",
+                "127.0.0.1",
+                "-P",
+                &port.to_string(),
+                "-u",
+                user,
+            ])
+            .arg(format!("-p{password}"))
+            .args(extra)
+            .args(["-N", "-B", "-e", sql]),
+    )
+    .expect("mariadb client");
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let config = format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{port}"]
+fallback_target = "db"
+[interception]
+mode = "off"
+[recording]
+store = "{{store}}"
+[[identities]]
+user = "alice"
+password_hash = "{}"
+[[targets]]
+name = "db"
+address = "127.0.0.1"
+port = {}
+[targets.login]
+user = "app"
+password_env = "TOLLGATE_TEST_DB_PASSWORD"
+"#,
+        hash("alice-pw"),
+        db.port
+    );
+    let mut gateway =
+        Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
+            .expect("start gateway");
+
+    // alice logs in to the gateway (TLS is used because the gateway offers it); MariaDB sees
+    // the gateway's account.
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &[],
+        "SELECT CURRENT_USER(); SHOW SESSION STATUS LIKE 'Ssl_version'",
+    );
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"app@%"), "{out}");
+    let (ok, status, err) = client(port, "alice", "alice-pw", &[], "status");
+    assert!(ok, "{err}");
+    assert!(
+        status.contains("Cipher in use"),
+        "client to gateway is TLS: {status}"
+    );
+
+    // Wrong password, unknown user, no TLS: refused with 1045 and a reason.
+    let (ok, _, err) = client(port, "alice", "wrong", &[], "SELECT 1");
+    assert!(
+        !ok && err.contains("1045") && err.contains("Access denied for user 'alice'"),
+        "{err}"
+    );
+    let (ok, _, err) = client(port, "mallory", "alice-pw", &[], "SELECT 1");
+    assert!(!ok && err.contains("1045"), "{err}");
+    let (ok, _, err) = client(port, "alice", "alice-pw", &["--skip-ssl"], "SELECT 1");
+    assert!(!ok && err.contains("log in over TLS"), "{err}");
+    // The database account's own password is not accepted by the gateway.
+    let (ok, _, err) = client(port, "app", "app-pw", &[], "SELECT 1");
+    assert!(!ok && err.contains("1045"), "{err}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let accepted: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "session.login" && e["accepted"] == true)
+        .collect();
+    assert_eq!(accepted.len(), 2, "{events:?}");
+    assert_eq!(accepted[0]["user"], "alice");
+    assert_eq!(accepted[0]["upstream_user"], "app");
+    let refused = events
+        .iter()
+        .filter(|e| e["type"] == "session.login" && e["accepted"] == false)
+        .count();
+    assert_eq!(refused, 4, "{events:?}");
+    assert!(
+        events.iter().any(|e| e["type"] == "session.login"
+            && e["user"] == "mallory"
+            && e["error_message"] == "unknown user or wrong password"),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "statement" && e["sql"] == "SELECT CURRENT_USER()")
+    );
+
+    // Neither password appears in the recording or the log.
+    let recording = serde_json::to_string(&events).expect("json");
+    let log = gateway.log_text();
+    for secret in ["app-pw", "alice-pw"] {
+        assert!(!recording.contains(secret), "{secret} in the recording");
+        assert!(!log.contains(secret), "{secret} in the log");
+    }
+}
