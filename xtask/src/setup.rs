@@ -30,7 +30,10 @@ const TEST_PACKAGES: &[&str] = &[
     "procps",
     "libmariadb-java",
     "openjdk-17-jdk-headless",
+    "debootstrap",
 ];
+/// Where the MySQL 9 chroot for the second-upstream tests lives (shared by every checkout).
+const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
 /// The bpf-linker that is known to work with LLVM 22 and the aya 0.14 family.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The rustup toolchain name under which Debian's rustc is linked (see `gateway-user/build.rs`).
@@ -49,6 +52,7 @@ pub fn all() -> anyhow::Result<()> {
     system_packages(&packages)?;
     python_clients()?;
     node_clients()?;
+    mysql9()?;
     bpf_linker()?;
     debian_toolchain()
 }
@@ -76,6 +80,25 @@ fn node_clients() -> anyhow::Result<()> {
     )
     .run()
     .context("installing node mysql2 (needs node and npm on PATH)")
+}
+
+/// Oracle MySQL 9 in a Debian sid chroot (root only: chroot). About 1 GB, once per machine.
+fn mysql9() -> anyhow::Result<()> {
+    if std::path::Path::new(MYSQL9_CHROOT)
+        .join("usr/sbin/mysqld")
+        .exists()
+    {
+        return Ok(());
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("==> skipping the MySQL 9 chroot (needs root); its tests skip too");
+        return Ok(());
+    }
+    println!("==> installing MySQL 9 into a Debian sid chroot at {MYSQL9_CHROOT} (1-2 min, once)");
+    std::fs::create_dir_all(MYSQL9_CHROOT).context("creating the MySQL 9 chroot directory")?;
+    cmd("tests/scripts/mysql9.sh", &["setup", MYSQL9_CHROOT])
+        .run()
+        .context("installing MySQL 9")
 }
 
 fn python_clients() -> anyhow::Result<()> {

@@ -1,0 +1,198 @@
+//! Oracle MySQL 9.7 as the upstream (`caching_sha2_password` only, no `mysql_native_password`):
+//! the gateway terminates alice's login and logs in with its own `caching_sha2_password` account, first
+//! through full authentication with the server's RSA key (empty cache), then the fast path;
+//! one scenario gives identical output directly and through the gateway. Needs root (MySQL
+//! runs in a Debian sid chroot made by `cargo xtask setup`).
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use tollgate_tests::{Gateway, free_port, require_root, run_capture, tollgate_bin, workspace_root};
+
+/// Where `cargo xtask setup` puts the MySQL 9 chroot.
+const CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
+
+struct Mysql9 {
+    root: PathBuf,
+    port: u16,
+}
+
+impl Mysql9 {
+    fn start(root: &Path, port: u16) -> Self {
+        let script = workspace_root().join("tests/scripts/mysql9.sh");
+        let output = run_capture(
+            Command::new(&script)
+                .arg("start")
+                .arg(root)
+                .arg(port.to_string()),
+        )
+        .expect("start MySQL 9");
+        assert!(
+            output.status.success(),
+            "MySQL 9 did not start: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self {
+            root: root.to_owned(),
+            port,
+        }
+    }
+}
+
+impl Drop for Mysql9 {
+    fn drop(&mut self) {
+        let script = workspace_root().join("tests/scripts/mysql9.sh");
+        let _ = run_capture(Command::new(&script).arg("stop").arg(&self.root));
+    }
+}
+
+const SCENARIO: &str = "
+CREATE DATABASE IF NOT EXISTS compat;
+USE compat;
+DROP TABLE IF EXISTS t;
+CREATE TABLE t (id INT PRIMARY KEY AUTO_INCREMENT, v VARCHAR(20), b BLOB, d DATETIME, n DECIMAL(10,2), j JSON);
+INSERT INTO t (v, b, d, n, j) VALUES ('a', 0x00ff10, '2026-01-02 03:04:05', 12.34, '{\"k\": [1, 2]}'), (NULL, NULL, NULL, NULL, NULL);
+SELECT * FROM t ORDER BY id;
+SET SESSION cte_max_recursion_depth = 200000;
+WITH RECURSIVE s (n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < 100000) SELECT n, n * 2 FROM s;
+START TRANSACTION;
+DELETE FROM t;
+ROLLBACK;
+SELECT COUNT(*) FROM t;
+SELECT * FROM no_such_table;
+SELECT CURRENT_USER();
+";
+
+fn run(port: u16, user: &str, password: &str) -> (String, String) {
+    let mut child = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+        ])
+        .arg(format!("-p{password}"))
+        .args(["--force", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("mariadb client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(SCENARIO.as_bytes())
+        .expect("scenario");
+    let output = child.wait_with_output().expect("output");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn hash(password: &str) -> String {
+    let mut child = Command::new(tollgate_bin())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("hash-password");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("password");
+    String::from_utf8_lossy(&child.wait_with_output().expect("hash").stdout)
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn mysql9_through_the_gateway_with_its_caching_sha2_login() {
+    if !require_root("mysql9_through_the_gateway_with_its_caching_sha2_login") {
+        return;
+    }
+    let root = Path::new(CHROOT);
+    assert!(
+        root.join("usr/sbin/mysqld").exists(),
+        "{CHROOT} has no MySQL 9: run `cargo xtask setup` (as root)"
+    );
+    let db = Mysql9::start(root, free_port());
+    let port = free_port();
+    let config = format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{port}"]
+fallback_target = "mysql9"
+[interception]
+mode = "off"
+[recording]
+store = "{{store}}"
+[[identities]]
+user = "alice"
+password_hash = "{}"
+[[targets]]
+name = "mysql9"
+address = "127.0.0.1"
+port = {}
+[targets.login]
+user = "sha2"
+password_env = "TOLLGATE_TEST_MYSQL9_PASSWORD"
+"#,
+        hash("alice-pw"),
+        db.port
+    );
+    let mut gateway = Gateway::start_with_env(
+        None,
+        &config,
+        &[("TOLLGATE_TEST_MYSQL9_PASSWORD", "sha2-pw")],
+    )
+    .expect("gateway");
+
+    // First through the gateway: MySQL's cache is empty, so the gateway's login takes the full
+    // authentication path with the server's RSA key; the direct run then fills nothing new.
+    let (via_out, via_err) = run(port, "alice", "alice-pw");
+    let (direct_out, direct_err) = run(db.port, "sha2", "sha2-pw");
+    assert!(
+        direct_out.contains("100000\t200000"),
+        "{direct_out}{direct_err}"
+    );
+    assert!(direct_err.contains("ERROR 1146"), "{direct_err}");
+    assert_eq!(via_err, direct_err);
+    assert!(
+        via_out == direct_out,
+        "identical output through the gateway"
+    );
+    assert!(
+        via_out.contains("sha2@%"),
+        "the gateway's account: {via_out}"
+    );
+    // Again: the fast path (0x01 0x03) now that the server has the account cached.
+    let (again, err) = run(port, "alice", "alice-pw");
+    assert_eq!(again, direct_out, "{err}");
+
+    std::thread::sleep(Duration::from_millis(300));
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let recursive = events
+        .iter()
+        .find(|e| {
+            e["type"] == "statement"
+                && e["sql"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("WITH RECURSIVE"))
+        })
+        .expect("recorded");
+    assert_eq!(recursive["rows"], 100_000);
+    assert!(
+        !serde_json::to_string(&events)
+            .expect("json")
+            .contains("sha2-pw")
+    );
+    assert!(!gateway.log_text().contains("sha2-pw"));
+}
