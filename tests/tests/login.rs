@@ -117,6 +117,8 @@ password_env = "TOLLGATE_TEST_DB_PASSWORD"
     let (ok, _, err) = client(port, "app", "app-pw", &[], "SELECT 1");
     assert!(!ok && err.contains("1045"), "{err}");
 
+    python_connector_logs_in_and_cannot_change_user(port);
+
     std::thread::sleep(Duration::from_millis(300));
     gateway.stop();
     let events = gateway.recorded_events();
@@ -124,7 +126,7 @@ password_env = "TOLLGATE_TEST_DB_PASSWORD"
         .iter()
         .filter(|e| e["type"] == "session.login" && e["accepted"] == true)
         .collect();
-    assert_eq!(accepted.len(), 2, "{events:?}");
+    assert_eq!(accepted.len(), 3, "{events:?}");
     assert_eq!(accepted[0]["user"], "alice");
     assert_eq!(accepted[0]["upstream_user"], "app");
     let refused = events
@@ -151,4 +153,35 @@ password_env = "TOLLGATE_TEST_DB_PASSWORD"
         assert!(!recording.contains(secret), "{secret} in the recording");
         assert!(!log.contains(secret), "{secret} in the log");
     }
+}
+
+/// mysql-connector-python logs in through the gateway too (TLS, `caching_sha2_password` full
+/// authentication), and a `COM_CHANGE_USER` to the database account is refused, not relayed.
+fn python_connector_logs_in_and_cannot_change_user(port: u16) {
+    let script = format!(
+        r#"
+import mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port={port}, user="alice", password="alice-pw", use_pure=True)
+cur = c.cursor()
+cur.execute("SELECT CURRENT_USER()")
+print(cur.fetchall()[0][0])
+try:
+    c.cmd_change_user(username="app", password="app-pw")
+    print("changed")
+except mysql.connector.Error as e:
+    print("refused", e.errno)
+"#
+    );
+    let output = run_capture(Command::new("python3").args(["-c", &script])).expect("python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        ["app@%", "refused 1227"],
+        "{stdout}"
+    );
 }

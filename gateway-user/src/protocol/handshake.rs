@@ -139,6 +139,9 @@ pub struct ClientLogin {
     pub database: Option<String>,
     /// The client's authentication plugin.
     pub auth_plugin: Option<String>,
+    /// MariaDB extended capabilities the client asked for (0 for a MySQL client, which sets
+    /// `CLIENT_MYSQL`); they change the column definitions a MariaDB server sends.
+    pub mariadb_extended: u32,
 }
 
 /// Parses a protocol-41 handshake response.
@@ -151,7 +154,13 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
     }
     r.take(4)?;
     let charset = r.u8()?;
-    r.take(23)?;
+    r.take(19)?;
+    let ext = r.u32()?;
+    let mariadb_extended = if capabilities & CapabilityFlags::CLIENT_LONG_PASSWORD.bits() == 0 {
+        ext & MARIADB_ALLOWED_EXTENDED
+    } else {
+        0
+    };
     let user = String::from_utf8_lossy(r.nul_bytes()?).into_owned();
     if capabilities & CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits() != 0 {
         r.lenenc_bytes()?;
@@ -180,16 +189,18 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
         user,
         database,
         auth_plugin,
+        mariadb_extended,
     })
 }
 
 /// The handshake response the gateway sends the database, with its own user and the
-/// `auth_response` computed for `plugin`.
+/// `auth_response` computed for `plugin`; `client` supplies what the client asked for
+/// (character set, MariaDB extensions), so both legs speak the same dialect.
 #[must_use]
 pub fn build_upstream_login(
     capabilities: u32,
     server: &ServerGreeting,
-    charset: u8,
+    client: &ClientLogin,
     user: &str,
     auth_response: &[u8],
     database: Option<&str>,
@@ -210,10 +221,12 @@ pub fn build_upstream_login(
     let mut p = Vec::with_capacity(128);
     p.extend_from_slice(&caps.to_le_bytes());
     p.extend_from_slice(&(1u32 << 30).to_le_bytes());
-    p.push(charset);
+    p.push(client.charset);
     p.extend_from_slice(&[0; 19]);
-    let ext = if server.capabilities & CapabilityFlags::CLIENT_LONG_PASSWORD.bits() == 0 {
-        server.mariadb_extended & MARIADB_ALLOWED_EXTENDED
+    // A client that sets CLIENT_MYSQL (a MySQL client) gets no MariaDB extensions; nor does
+    // the database get asked for any the client did not ask for.
+    let ext = if caps & CapabilityFlags::CLIENT_LONG_PASSWORD.bits() == 0 {
+        server.mariadb_extended & client.mariadb_extended & MARIADB_ALLOWED_EXTENDED
     } else {
         0
     };
@@ -312,10 +325,18 @@ mod tests {
     fn upstream_login_parses_as_a_client_login() {
         let scrambled =
             scramble("mysql_native_password", &greeting().nonce, b"pw").expect("native");
+        let client = ClientLogin {
+            capabilities: greeting().capabilities,
+            charset: 45,
+            user: "alice".into(),
+            database: None,
+            auth_plugin: None,
+            mariadb_extended: 0,
+        };
         let bytes = build_upstream_login(
             greeting().capabilities,
             &greeting(),
-            45,
+            &client,
             "app",
             &scrambled,
             Some("demo"),
@@ -325,6 +346,10 @@ mod tests {
         assert_eq!(login.user, "app");
         assert_eq!(login.database.as_deref(), Some("demo"));
         assert_eq!(login.auth_plugin.as_deref(), Some("mysql_native_password"));
+        assert_eq!(
+            login.mariadb_extended, 0,
+            "not asked for by the client: not requested"
+        );
         assert!(scramble("client_ed25519", &greeting().nonce, b"pw").is_none());
         assert!(new_nonce().iter().all(|b| (0x21..0x7f).contains(b)));
     }

@@ -388,6 +388,15 @@ impl<'r> Relay<'r> {
                     self.refuse_client(1227, *b"42000", message).await?;
                     record.outcome.refused(1227, message);
                 }
+                // The gateway terminated the login: a change of user would put a client-chosen
+                // database login on the gateway's connection. Re-authentication against the
+                // gateway is not implemented yet, so it is refused.
+                com::CHANGE_USER if self.logged_in => {
+                    let message = "Tollgate: COM_CHANGE_USER is not supported through the \
+                                   gateway's login; open a new connection as the other user";
+                    self.refuse_client(1227, *b"42000", message).await?;
+                    record.outcome.refused(1227, message);
+                }
                 0x00 | 0x20.. => {
                     let message = "Tollgate: unknown or unsupported command";
                     self.refuse_client(1047, *b"08S01", message).await?;

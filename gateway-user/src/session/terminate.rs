@@ -270,7 +270,7 @@ async fn upstream_login(
     let response = handshake::build_upstream_login(
         capabilities,
         greeting,
-        login.charset,
+        login,
         &credential.user,
         &answer,
         login.database.as_deref(),
