@@ -205,6 +205,55 @@ pub struct TargetConfig {
     /// The gateway's own login. Without it, the client's login is relayed to the database.
     #[serde(default)]
     pub login: Option<LoginConfig>,
+    /// TLS from the gateway to the database (for targets with a `login`).
+    #[serde(default)]
+    pub tls: UpstreamTlsConfig,
+}
+
+/// Whether the gateway's connection to a database uses TLS.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamTlsMode {
+    /// TLS when the database offers it, plain otherwise (logged).
+    #[default]
+    Preferred,
+    /// TLS or no session.
+    Required,
+    /// Never TLS.
+    Disabled,
+}
+
+/// `[targets.tls]`: TLS toward the database. The certificate is verified by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTlsConfig {
+    /// Whether TLS is used.
+    #[serde(default)]
+    pub mode: UpstreamTlsMode,
+    /// CA certificates (PEM) to verify the database with; the system's roots otherwise.
+    #[serde(default)]
+    pub ca: Option<PathBuf>,
+    /// Name to verify the certificate against; the dialed host or IP otherwise.
+    #[serde(default)]
+    pub server_name: Option<String>,
+    /// Set to false to accept any certificate (logged at warn; for tests only).
+    #[serde(default = "default_true")]
+    pub verify: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Default for UpstreamTlsConfig {
+    fn default() -> Self {
+        Self {
+            mode: UpstreamTlsMode::default(),
+            ca: None,
+            server_name: None,
+            verify: true,
+        }
+    }
 }
 
 impl TargetConfig {

@@ -13,7 +13,7 @@ use crate::{
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
     recording::{Recorder, StoreError},
-    session::{self, LoginContext, SessionContext},
+    session::{self, LoginContext, SessionContext, terminate::UpstreamTls},
 };
 
 /// Why the gateway could not start or stop cleanly.
@@ -38,9 +38,12 @@ pub enum ServeError {
     /// A target's upstream credential could not be loaded.
     #[error(transparent)]
     Credential(#[from] crate::auth::CredentialError),
-    /// TLS toward clients could not be set up.
+    /// TLS toward clients or databases could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// A TLS server name is not a valid DNS name or IP address.
+    #[error("targets.tls.server_name: {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
 }
 
 /// What terminating logins needs, when any target has a `login`.
@@ -61,11 +64,47 @@ fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeErro
     if config.listener.tls.is_none() {
         tracing::warn!("listener.tls is not set: clients get a self-signed certificate");
     }
+    let upstream_tls = config
+        .targets
+        .iter()
+        .map(upstream_tls)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Arc::new(LoginContext {
         tls: crate::tls::acceptor(config.listener.tls.as_ref())?,
         identities: IdentityTable::new(&config.identities),
         credentials,
+        upstream_tls,
     })))
+}
+
+/// TLS toward a target's database, per its `tls` section.
+fn upstream_tls(target: &crate::config::TargetConfig) -> Result<Option<UpstreamTls>, ServeError> {
+    use crate::config::{UpstreamAddr, UpstreamTlsMode};
+    if target.login.is_none() || target.tls.mode == UpstreamTlsMode::Disabled {
+        return Ok(None);
+    }
+    if !target.tls.verify {
+        tracing::warn!(
+            target_name = %target.name.get_ref(),
+            "targets.tls.verify = false: the database's certificate is not verified"
+        );
+    }
+    let host = match (&target.tls.server_name, target.upstream_for(None)) {
+        (Some(name), _) => name.clone(),
+        (None, Some(UpstreamAddr::Named(name))) => name
+            .rsplit_once(':')
+            .map_or(name.as_str(), |(host, _)| host)
+            .to_owned(),
+        (None, Some(UpstreamAddr::Socket(addr))) => addr.ip().to_string(),
+        (None, None) => target.address.addr().to_string(),
+    };
+    let server_name = rustls::pki_types::ServerName::try_from(host.clone())
+        .map_err(|_| ServeError::ServerName(host))?;
+    Ok(Some(UpstreamTls {
+        connector: crate::tls::connector(&target.tls)?,
+        required: target.tls.mode == UpstreamTlsMode::Required,
+        server_name,
+    }))
 }
 
 /// Runs the gateway until `shutdown` is cancelled.

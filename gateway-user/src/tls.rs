@@ -7,9 +7,9 @@ use rustls::{
     ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
 };
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::TlsConfig;
+use crate::config::{TlsConfig, UpstreamTlsConfig};
 
 /// Why the TLS acceptor could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,9 @@ pub enum TlsError {
     /// rustls refused the certificate and key.
     #[error("listener.tls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// No CA certificate could be loaded to verify databases with.
+    #[error("targets.tls: no CA certificates ({0}); set targets.tls.ca")]
+    NoRoots(String),
     /// The self-signed certificate could not be generated.
     #[error("generating a self-signed certificate: {0}")]
     Generate(#[from] rcgen::Error),
@@ -86,4 +89,88 @@ fn self_signed() -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>
         }
     })?;
     Ok((vec![certified.cert.der().clone()], key))
+}
+
+/// A TLS connector toward a database: verifies its certificate against `ca` (or the system's
+/// roots) unless `verify = false`, which is logged at warn level by the caller.
+pub fn connector(config: &UpstreamTlsConfig) -> Result<TlsConnector, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()?;
+    let client = if config.verify {
+        let mut roots = rustls::RootCertStore::empty();
+        if let Some(ca) = &config.ca {
+            for cert in read_certs(ca)? {
+                roots.add(cert)?;
+            }
+        } else {
+            let native = rustls_native_certs::load_native_certs();
+            for cert in native.certs {
+                let _ = roots.add(cert);
+            }
+            if roots.is_empty() {
+                return Err(TlsError::NoRoots(format!(
+                    "{} errors loading the system's",
+                    native.errors.len()
+                )));
+            }
+        }
+        builder.with_root_certificates(roots).with_no_client_auth()
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate(provider)))
+            .with_no_client_auth()
+    };
+    Ok(TlsConnector::from(Arc::new(client)))
+}
+
+/// `verify = false`: accepts any certificate (signatures are still checked, so the handshake
+/// itself is sound; only the identity is not).
+#[derive(Debug)]
+struct AcceptAnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

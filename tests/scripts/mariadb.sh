@@ -29,7 +29,19 @@ esac
 
 PORT=${3:?usage: mariadb.sh start DIR PORT [BIND]}
 BIND=${4:-127.0.0.1}
-mkdir -p "$D/data" "$D/run"
+mkdir -p "$D/data" "$D/run" "$D/tls"
+
+# TLS: a throwaway CA and a server certificate for 127.0.0.1/localhost (MariaDB 10.11 makes
+# none itself). Clients that verify use $D/tls/ca.pem.
+if [ ! -f "$D/tls/server-key.pem" ]; then
+  openssl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=tollgate-test-ca" \
+    -keyout "$D/tls/ca-key.pem" -out "$D/tls/ca.pem" 2>/dev/null
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$D/tls/server-key.pem" -out "$D/tls/server.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$D/tls/san.ext"
+  openssl x509 -req -in "$D/tls/server.csr" -CA "$D/tls/ca.pem" -CAkey "$D/tls/ca-key.pem" \
+    -CAcreateserial -days 30 -extfile "$D/tls/san.ext" -out "$D/tls/server-cert.pem" 2>/dev/null
+fi
 
 cat > "$D/my.cnf" <<CNF
 [mariadbd]
@@ -45,6 +57,9 @@ innodb_buffer_pool_size=64M
 innodb_log_file_size=16M
 max_connections=200
 max_allowed_packet=64M
+ssl-ca=$D/tls/ca.pem
+ssl-cert=$D/tls/server-cert.pem
+ssl-key=$D/tls/server-key.pem
 [client]
 socket=$D/run/mysqld.sock
 user=root

@@ -76,9 +76,13 @@ port = {}
 [targets.login]
 user = "app"
 password_env = "TOLLGATE_TEST_DB_PASSWORD"
+[targets.tls]
+mode = "required"
+ca = "{}"
 "#,
         hash("alice-pw"),
-        db.port
+        db.port,
+        db.dir().join("tls/ca.pem").display()
     );
     let mut gateway =
         Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
@@ -96,6 +100,13 @@ password_env = "TOLLGATE_TEST_DB_PASSWORD"
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.first(), Some(&"app@%"), "{out}");
+    // The gateway's own connection to MariaDB is TLS, verified against the test CA.
+    assert!(
+        lines
+            .get(1)
+            .is_some_and(|l| l.starts_with("Ssl_version\tTLSv1.")),
+        "gateway to database is TLS: {out}"
+    );
     let (ok, status, err) = client(port, "alice", "alice-pw", &[], "status");
     assert!(ok, "{err}");
     assert!(
@@ -184,4 +195,51 @@ except mysql.connector.Error as e:
         ["app@%", "refused 1227"],
         "{stdout}"
     );
+}
+
+#[test]
+fn a_database_certificate_that_does_not_verify_refuses_the_session() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let other = MariaDb::start(None, "127.0.0.1", free_port()).expect("second MariaDB (other CA)");
+    let port = free_port();
+    let config = format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{port}"]
+fallback_target = "db"
+[interception]
+mode = "off"
+[recording]
+store = "{{store}}"
+[[identities]]
+user = "alice"
+password_hash = "{}"
+[[targets]]
+name = "db"
+address = "127.0.0.1"
+port = {}
+[targets.login]
+user = "app"
+password_env = "TOLLGATE_TEST_DB_PASSWORD"
+[targets.tls]
+ca = "{}"
+"#,
+        hash("alice-pw"),
+        db.port,
+        other.dir().join("tls/ca.pem").display()
+    );
+    let _gateway =
+        Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
+            .expect("start gateway");
+    let (ok, _, err) = client(port, "alice", "alice-pw", &[], "SELECT 1");
+    assert!(
+        !ok,
+        "a database with an unknown certificate must not be used"
+    );
+    assert!(
+        err.contains("Tollgate could not log in to target 'db'"),
+        "{err}"
+    );
+    assert!(err.contains("certificate"), "{err}");
+    assert!(!err.contains("app-pw"), "{err}");
 }

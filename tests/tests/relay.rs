@@ -143,7 +143,7 @@ fn direct_connection_reaches_the_fallback_target_and_is_recorded() {
 fn unreachable_target_gives_the_client_an_error_naming_it() {
     let closed_port = free_port();
     let gateway_port = free_port();
-    let gateway = Gateway::start(
+    let mut gateway = Gateway::start(
         None,
         &off_mode_config(gateway_port, closed_port, "connect_timeout = \"2s\""),
     )
@@ -166,6 +166,7 @@ fn unreachable_target_gives_the_client_an_error_naming_it() {
         "no credential in the error: {stderr}"
     );
     drop(gateway.wait_for_log_ok("session ended"));
+    gateway.stop();
     let events = gateway.recorded_events();
     let ended = events
         .iter()

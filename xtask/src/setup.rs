@@ -31,6 +31,7 @@ const TEST_PACKAGES: &[&str] = &[
     "libmariadb-java",
     "openjdk-17-jdk-headless",
     "debootstrap",
+    "openssl",
 ];
 /// Where the MySQL 9 chroot for the second-upstream tests lives (shared by every checkout).
 const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";

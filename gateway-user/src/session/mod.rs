@@ -13,7 +13,7 @@ use std::{net::SocketAddr, sync::Arc};
 mod relay;
 mod response;
 mod stream;
-mod terminate;
+pub mod terminate;
 
 pub use relay::{RelayEnd, command_name};
 pub use response::{Outcome, StatementRecord};
@@ -57,6 +57,8 @@ pub struct LoginContext {
     pub identities: crate::auth::IdentityTable,
     /// The gateway's own credential per target (by index), for targets with a `login`.
     pub credentials: Vec<Option<crate::auth::UpstreamCredential>>,
+    /// TLS toward each target's database (by index), unless disabled.
+    pub upstream_tls: Vec<Option<terminate::UpstreamTls>>,
 }
 
 impl std::fmt::Debug for LoginContext {
@@ -242,6 +244,9 @@ async fn login_phase<'c>(
         identities: &logins.identities,
         credential,
         target: target.name.get_ref(),
+        upstream_tls: target_index
+            .and_then(|i| logins.upstream_tls.get(i))
+            .and_then(Option::as_ref),
     };
     match terminate::login(client, server, setup).await {
         Ok(login) => {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use super::{
     response::{Outcome, StatementRecord},
-    stream::ClientStream,
+    stream::{ClientStream, UpstreamStream},
     terminate::Terminated,
 };
 use crate::{
@@ -139,7 +139,7 @@ pub(super) enum RelayError {
 /// Both legs of one session and what the relay tracks about them.
 pub struct Relay<'r> {
     pub(super) client: Leg<ClientStream>,
-    pub(super) server: Leg<TcpStream>,
+    pub(super) server: Leg<UpstreamStream>,
     /// True when both legs agreed on `CLIENT_DEPRECATE_EOF` (OK packets end row streams).
     pub(super) deprecate_eof: bool,
     recorder: &'r Recorder,
@@ -161,7 +161,7 @@ impl<'r> Relay<'r> {
     ) -> Self {
         Self {
             client: Leg::new(ClientStream::Plain(client)),
-            server: Leg::new(server),
+            server: Leg::new(UpstreamStream::Plain(server)),
             deprecate_eof: false,
             recorder,
             session_id,

@@ -16,7 +16,7 @@ use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::stream::{ClientStream, Prefixed};
+use super::stream::{ClientStream, Prefixed, UpstreamStream};
 use crate::{
     auth::{IdentityTable, UpstreamCredential},
     protocol::{
@@ -45,7 +45,7 @@ pub struct Terminated {
     /// The client's leg (TLS).
     pub client: Leg<ClientStream>,
     /// The database's leg.
-    pub server: Leg<TcpStream>,
+    pub server: Leg<UpstreamStream>,
     /// Both legs use OK packets instead of EOF.
     pub deprecate_eof: bool,
     /// The identity the client proved.
@@ -89,6 +89,18 @@ pub struct LoginSetup<'a> {
     pub credential: &'a UpstreamCredential,
     /// Target name, for messages.
     pub target: &'a str,
+    /// TLS toward the database, unless disabled for the target.
+    pub upstream_tls: Option<&'a UpstreamTls>,
+}
+
+/// TLS toward one target's database.
+pub struct UpstreamTls {
+    /// The connector (verifies the certificate unless configured not to).
+    pub connector: tokio_rustls::TlsConnector,
+    /// Whether a database without TLS is refused.
+    pub required: bool,
+    /// Name the certificate must carry.
+    pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
 /// Runs both logins.
@@ -97,7 +109,7 @@ pub async fn login(
     server: TcpStream,
     setup: LoginSetup<'_>,
 ) -> Result<Terminated, LoginError> {
-    let mut server = Leg::new(server);
+    let mut server = Leg::new(UpstreamStream::Plain(server));
     let mut client = Leg::new(ClientStream::Plain(client));
     server.reset_sequence();
     client.reset_sequence();
@@ -123,6 +135,68 @@ pub async fn login(
         .await?;
     client.flush().await?;
 
+    let (mut client, login) = client_login(client, &setup).await?;
+
+    let mut requested = login.capabilities & offered & !CapabilityFlags::CLIENT_SSL.bits();
+    let upstream_tls =
+        match secure_upstream(server, &greeting, &login, requested, setup.upstream_tls).await {
+            Ok((upgraded, tls)) => {
+                server = upgraded;
+                if tls {
+                    requested |= CapabilityFlags::CLIENT_SSL.bits();
+                }
+                tls
+            }
+            Err(error) => {
+                refuse(
+                    &mut client,
+                    &format!(
+                        "Tollgate could not log in to target '{}': {error}",
+                        setup.target
+                    ),
+                )
+                .await;
+                return Err(LoginError::Upstream(error));
+            }
+        };
+    if !upstream_tls && setup.upstream_tls.is_some() {
+        tracing::warn!(
+            target_name = setup.target,
+            "the database does not offer TLS; the gateway's login goes unencrypted"
+        );
+    }
+    if let Err(error) =
+        upstream_login(&mut server, &greeting, requested, &login, setup.credential).await
+    {
+        refuse(
+            &mut client,
+            &format!(
+                "Tollgate could not log in to target '{}': {error}",
+                setup.target
+            ),
+        )
+        .await;
+        return Err(LoginError::Upstream(error));
+    }
+    client
+        .write_packet(&handshake::ok_packet(greeting.status))
+        .await?;
+    client.flush().await?;
+    Ok(Terminated {
+        client,
+        server,
+        deprecate_eof: requested & CapabilityFlags::CLIENT_DEPRECATE_EOF.bits() != 0,
+        user: login.user,
+        database: login.database,
+    })
+}
+
+/// The client's half: TLS upgrade, handshake response, password through
+/// `caching_sha2_password` full authentication, checked against the identity table.
+async fn client_login(
+    mut client: Leg<ClientStream>,
+    setup: &LoginSetup<'_>,
+) -> Result<(Leg<ClientStream>, handshake::ClientLogin), LoginError> {
     let mut response = read(&mut client).await?;
     if packets::requests_tls(&response) {
         client = upgrade(client, setup.tls).await?;
@@ -165,31 +239,7 @@ pub async fn login(
         });
     }
 
-    let requested = login.capabilities & offered & !CapabilityFlags::CLIENT_SSL.bits();
-    if let Err(error) =
-        upstream_login(&mut server, &greeting, requested, &login, setup.credential).await
-    {
-        refuse(
-            &mut client,
-            &format!(
-                "Tollgate could not log in to target '{}': {error}",
-                setup.target
-            ),
-        )
-        .await;
-        return Err(LoginError::Upstream(error));
-    }
-    client
-        .write_packet(&handshake::ok_packet(greeting.status))
-        .await?;
-    client.flush().await?;
-    Ok(Terminated {
-        client,
-        server,
-        deprecate_eof: requested & CapabilityFlags::CLIENT_DEPRECATE_EOF.bits() != 0,
-        user: login.user,
-        database: login.database,
-    })
+    Ok((client, login))
 }
 
 async fn read<S>(leg: &mut Leg<S>) -> Result<Vec<u8>, LoginError>
@@ -255,9 +305,67 @@ async fn client_password(
     Ok(password)
 }
 
+/// Upgrades the database leg to TLS when the target wants it and the database offers it;
+/// returns the leg and whether it is TLS. Fails when TLS is required but not possible.
+async fn secure_upstream(
+    server: Leg<UpstreamStream>,
+    greeting: &ServerGreeting,
+    login: &handshake::ClientLogin,
+    requested: u32,
+    tls: Option<&UpstreamTls>,
+) -> Result<(Leg<UpstreamStream>, bool), String> {
+    let Some(tls) = tls else {
+        return Ok((server, false));
+    };
+    if greeting.capabilities & CapabilityFlags::CLIENT_SSL.bits() == 0 {
+        if tls.required {
+            return Err(
+                "the target requires TLS (targets.tls.mode) but the database does not offer it"
+                    .into(),
+            );
+        }
+        return Ok((server, false));
+    }
+    let mut server = server;
+    let request = handshake::build_upstream_login(
+        requested | CapabilityFlags::CLIENT_SSL.bits(),
+        greeting,
+        login,
+        "",
+        &[],
+        None,
+        "",
+    );
+    let io = |e: CodecError| e.to_string();
+    server
+        .write_packet(request.get(..32).unwrap_or_default())
+        .await
+        .map_err(io)?;
+    server.flush().await.map_err(io)?;
+    let (bytes_read, bytes_written) = (server.bytes_read, server.bytes_written);
+    let (stream, codec, leftover) = server.into_parts();
+    let UpstreamStream::Plain(tcp) = stream else {
+        return Err("TLS started twice".into());
+    };
+    let stream = tls
+        .connector
+        .connect(tls.server_name.clone(), Prefixed::new(leftover, tcp))
+        .await
+        .map_err(|e| format!("TLS to the database failed: {e}"))?;
+    Ok((
+        Leg::from_parts(
+            UpstreamStream::Tls(Box::new(stream)),
+            codec,
+            bytes_read,
+            bytes_written,
+        ),
+        true,
+    ))
+}
+
 /// Logs in to the database with the gateway's credential.
 async fn upstream_login(
-    server: &mut Leg<TcpStream>,
+    server: &mut Leg<UpstreamStream>,
     greeting: &ServerGreeting,
     capabilities: u32,
     login: &handshake::ClientLogin,
@@ -307,8 +415,15 @@ async fn upstream_login(
             }
             Some(0x01) if packet.get(1) == Some(&0x03) => {}
             Some(0x01) if packet.get(1) == Some(&0x04) => {
-                // Full authentication without TLS: ask for the server's RSA key.
-                server.write_packet(&[0x02]).await.map_err(io)?;
+                if server.stream_mut().is_tls() {
+                    // Full authentication inside TLS: the password in clear text.
+                    let mut secret = zeroize::Zeroizing::new(credential.password().to_vec());
+                    secret.push(0);
+                    server.write_packet(&secret).await.map_err(io)?;
+                } else {
+                    // Full authentication without TLS: ask for the server's RSA key.
+                    server.write_packet(&[0x02]).await.map_err(io)?;
+                }
                 server.flush().await.map_err(io)?;
             }
             Some(0x01) => {
