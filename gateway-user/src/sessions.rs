@@ -112,8 +112,12 @@ pub fn render_session(events: &[RecordedEvent]) -> String {
             EventKind::Login(l) => {
                 let _ = writeln!(
                     out,
-                    "login     {}{} {}",
+                    "login     {}{}{} {}",
                     l.user,
+                    l.upstream_user
+                        .as_deref()
+                        .map(|u| format!(" (gateway logged in to the database as {u})"))
+                        .unwrap_or_default(),
                     l.database
                         .as_deref()
                         .map(|d| format!(" db={d}"))

@@ -107,6 +107,16 @@ ca = "{}"
             .is_some_and(|l| l.starts_with("Ssl_version\tTLSv1.")),
         "gateway to database is TLS: {out}"
     );
+    // The initial database reaches MariaDB through the gateway's TLS login.
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["-D", "demo"],
+        "SELECT DATABASE()",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "demo");
     let (ok, status, err) = client(port, "alice", "alice-pw", &[], "status");
     assert!(ok, "{err}");
     assert!(
@@ -114,20 +124,7 @@ ca = "{}"
         "client to gateway is TLS: {status}"
     );
 
-    // Wrong password, unknown user, no TLS: refused with 1045 and a reason.
-    let (ok, _, err) = client(port, "alice", "wrong", &[], "SELECT 1");
-    assert!(
-        !ok && err.contains("1045") && err.contains("Access denied for user 'alice'"),
-        "{err}"
-    );
-    let (ok, _, err) = client(port, "mallory", "alice-pw", &[], "SELECT 1");
-    assert!(!ok && err.contains("1045"), "{err}");
-    let (ok, _, err) = client(port, "alice", "alice-pw", &["--skip-ssl"], "SELECT 1");
-    assert!(!ok && err.contains("log in over TLS"), "{err}");
-    // The database account's own password is not accepted by the gateway.
-    let (ok, _, err) = client(port, "app", "app-pw", &[], "SELECT 1");
-    assert!(!ok && err.contains("1045"), "{err}");
-
+    refusals(port);
     python_connector_logs_in_and_cannot_change_user(port);
 
     std::thread::sleep(Duration::from_millis(300));
@@ -137,7 +134,7 @@ ca = "{}"
         .iter()
         .filter(|e| e["type"] == "session.login" && e["accepted"] == true)
         .collect();
-    assert_eq!(accepted.len(), 3, "{events:?}");
+    assert_eq!(accepted.len(), 4, "{events:?}");
     assert_eq!(accepted[0]["user"], "alice");
     assert_eq!(accepted[0]["upstream_user"], "app");
     let refused = events
@@ -242,4 +239,21 @@ ca = "{}"
     );
     assert!(err.contains("certificate"), "{err}");
     assert!(!err.contains("app-pw"), "{err}");
+}
+
+/// Wrong password, unknown user, no TLS, the database account's own password: each refused
+/// with 1045 and a reason.
+fn refusals(port: u16) {
+    let (ok, _, err) = client(port, "alice", "wrong", &[], "SELECT 1");
+    assert!(
+        !ok && err.contains("1045") && err.contains("Access denied for user 'alice'"),
+        "{err}"
+    );
+    let (ok, _, err) = client(port, "mallory", "alice-pw", &[], "SELECT 1");
+    assert!(!ok && err.contains("1045"), "{err}");
+    let (ok, _, err) = client(port, "alice", "alice-pw", &["--skip-ssl"], "SELECT 1");
+    assert!(!ok && err.contains("log in over TLS"), "{err}");
+    // The database account's own password is not accepted by the gateway.
+    let (ok, _, err) = client(port, "app", "app-pw", &[], "SELECT 1");
+    assert!(!ok && err.contains("1045"), "{err}");
 }

@@ -11,6 +11,7 @@ use anyhow::{Context as _, bail};
 pub struct Step {
     command: Command,
     line: String,
+    stdin: Option<String>,
 }
 
 /// `program args...`
@@ -24,7 +25,11 @@ pub fn cmd<S: AsRef<OsStr>>(program: &str, args: &[S]) -> Step {
         )
         .collect::<Vec<_>>()
         .join(" ");
-    Step { command, line }
+    Step {
+        command,
+        line,
+        stdin: None,
+    }
 }
 
 /// `cargo args...` with the cargo that runs this xtask.
@@ -39,6 +44,12 @@ impl Step {
     /// Sets an environment variable for the command.
     pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
         self.command.env(key, value);
+        self
+    }
+
+    /// Feeds `text` to the command's standard input (for [`Step::output`]).
+    pub fn stdin(mut self, text: &str) -> Self {
+        self.stdin = Some(text.to_owned());
         self
     }
 
@@ -69,14 +80,27 @@ impl Step {
 
     /// Runs capturing output; fails unless it exits 0.
     pub fn output(mut self) -> anyhow::Result<String> {
+        let output = match self.stdin.take() {
+            None => self.command.output(),
+            Some(text) => {
+                use std::io::Write as _;
+                self.command
+                    .stdin(std::process::Stdio::piped())
+                    .stdout(std::process::Stdio::piped())
+                    .stderr(std::process::Stdio::piped());
+                self.command.spawn().and_then(|mut child| {
+                    if let Some(mut input) = child.stdin.take() {
+                        input.write_all(text.as_bytes())?;
+                    }
+                    child.wait_with_output()
+                })
+            }
+        };
         let Output {
             status,
             stdout,
             stderr,
-        } = self
-            .command
-            .output()
-            .with_context(|| format!("cannot start `{}`", self.line))?;
+        } = output.with_context(|| format!("cannot start `{}`", self.line))?;
         if !status.success() {
             bail!(
                 "`{}` failed ({status}): {}",

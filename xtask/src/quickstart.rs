@@ -49,7 +49,24 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
     let config = work.join("tollgate.toml");
     let store = work.join("recordings");
     let cgroup = cgroup_root()?.join("tollgate-quickstart");
-    fs::write(&config, config_text(&cgroup, &store)).context("writing tollgate.toml")?;
+    // The gateway's own database password: a 0600 file only the gateway reads.
+    let password_file = work.join("demo-db.password");
+    write_private(&password_file, "demo-pw\n")?;
+    let alice_hash = cmd(&tollgate.to_string_lossy(), &["hash-password"])
+        .stdin("alice-pw\n")
+        .output()
+        .context("hashing alice's password")?;
+    fs::write(
+        &config,
+        config_text(
+            &cgroup,
+            &store,
+            &password_file,
+            alice_hash.trim(),
+            &work.join("mariadb/tls/ca.pem"),
+        ),
+    )
+    .context("writing tollgate.toml")?;
     println!("==> configuration: {}", config.display());
 
     let log_path = work.join("gateway.log");
@@ -77,15 +94,16 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
         );
     }
     println!(
-        "\n    MariaDB's processlist shows the gateway's upstream socket (`upstream_local` below), \
-         not the client's: the session went through Tollgate."
+        "\n    alice logged in to the gateway; MariaDB sees the gateway's own account (demo@%) and \
+         its upstream socket (`upstream_local` below), not the client's: the session went \
+         through Tollgate, and alice never saw the database password."
     );
     show_recording(&tollgate, &config, &store, &log_path)?;
 
     if !exit_after_demo {
         println!(
             "\n==> the gateway keeps running; try a session of your own (from another terminal):\n    \
-             sudo {tollgate} run --config {config} -- mariadb -h 127.0.0.1 -P {MARIADB_PORT} -u demo -pdemo-pw demo\n    \
+             sudo {tollgate} run --config {config} -- mariadb -h 127.0.0.1 -P {MARIADB_PORT} -u alice -palice-pw demo\n    \
              then: {tollgate} sessions list --config {config}\n    Ctrl-C stops the gateway and MariaDB.",
             tollgate = tollgate.display(),
             config = config.display(),
@@ -199,7 +217,25 @@ fn cgroup_root() -> anyhow::Result<PathBuf> {
     )
 }
 
-fn config_text(cgroup: &Path, store: &Path) -> String {
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+    let _ = fs::remove_file(path);
+    fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .with_context(|| format!("writing {}", path.display()))
+}
+
+fn config_text(
+    cgroup: &Path,
+    store: &Path,
+    password_file: &Path,
+    alice_hash: &str,
+    ca: &Path,
+) -> String {
     format!(
         r#"# Written by `cargo xtask quickstart`.
 [listener]
@@ -213,13 +249,30 @@ cgroup = "{cgroup}"
 [recording]
 store = "{store}"
 
+# Who may log in to the gateway (argon2 hashes: `tollgate hash-password`).
+[[identities]]
+user = "alice"
+password_hash = "{alice_hash}"
+
 [[targets]]
 name = "demo-db"
 address = "127.0.0.1"
 port = {MARIADB_PORT}
+
+# The gateway logs in to MariaDB itself; clients never see this credential.
+[targets.login]
+user = "demo"
+password_file = "{password_file}"
+
+# ... over TLS, verifying MariaDB's certificate.
+[targets.tls]
+mode = "required"
+ca = "{ca}"
 "#,
         cgroup = cgroup.display(),
         store = store.display(),
+        password_file = password_file.display(),
+        ca = ca.display(),
     )
 }
 
@@ -275,13 +328,14 @@ fn demo_command(tollgate: &Path, config: &Path) -> Vec<String> {
         "-P",
         &MARIADB_PORT.to_string(),
         "-u",
-        "demo",
-        "-pdemo-pw",
+        "alice",
+        "-palice-pw",
         "demo",
         "--table",
         "-e",
         "SELECT id, name, plan FROM customers ORDER BY id; \
-         SELECT host AS seen_by_mariadb FROM information_schema.processlist WHERE id = CONNECTION_ID()",
+         SELECT CURRENT_USER() AS mariadb_account, host AS seen_by_mariadb \
+         FROM information_schema.processlist WHERE id = CONNECTION_ID()",
     ]
     .iter()
     .map(|s| (*s).to_owned())

@@ -327,13 +327,15 @@ async fn secure_upstream(
         return Ok((server, false));
     }
     let mut server = server;
+    // The SSLRequest carries the same capabilities as the handshake response that follows
+    // inside TLS (the server may take them from either; the database name's flag included).
     let request = handshake::build_upstream_login(
         requested | CapabilityFlags::CLIENT_SSL.bits(),
         greeting,
         login,
         "",
         &[],
-        None,
+        login.database.as_deref(),
         "",
     );
     let io = |e: CodecError| e.to_string();
