@@ -21,6 +21,10 @@ pub fn run(root: &Path, seconds: u32, only: Option<&str>) -> anyhow::Result<()> 
     std::env::set_current_dir(&dir).context("entering gateway-user")?;
     for target in TARGETS.iter().filter(|t| only.is_none_or(|o| o == **t)) {
         println!("==> fuzzing `{target}` for {seconds} s");
+        // New inputs go to a scratch corpus (git-ignored); the seeds in fuzz/corpus/ are read.
+        let scratch = format!("fuzz/corpus-found/{target}");
+        let seeds = format!("fuzz/corpus/{target}");
+        std::fs::create_dir_all(dir.join(&scratch)).context("creating the scratch corpus")?;
         cmd(
             "cargo",
             &[
@@ -28,6 +32,8 @@ pub fn run(root: &Path, seconds: u32, only: Option<&str>) -> anyhow::Result<()> 
                 "fuzz",
                 "run",
                 target,
+                &scratch,
+                &seeds,
                 "--",
                 &format!("-max_total_time={seconds}"),
             ],

@@ -171,10 +171,20 @@ fn show_recording(
         .next_back()
         .context("the gateway logged no session")?
         .to_owned();
-    println!(
-        "\n==> what was recorded, and where: {}",
-        store.join("events.jsonl").display()
-    );
+    // The recorder writes in batches: wait until the session's end is in the store.
+    let events = store.join("events.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let text = fs::read_to_string(&events).unwrap_or_default();
+        if text
+            .lines()
+            .any(|l| l.contains(&session_id) && l.contains("\"session.ended\""))
+        {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    println!("\n==> what was recorded, and where: {}", events.display());
     let tollgate = tollgate.to_string_lossy();
     let config = config.to_string_lossy();
     println!("    $ tollgate sessions list --config {config}");

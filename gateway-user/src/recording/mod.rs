@@ -18,6 +18,8 @@ pub use store::{Store, StoreError};
 
 /// Events buffered between sessions and the writer before a session waits.
 const QUEUE_DEPTH: usize = 4096;
+/// How long the writer rests after each batch (bounds how stale a reader's view can be).
+const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// A handle that sessions use to record events. Cheap to clone.
 #[derive(Clone, Debug)]
@@ -37,21 +39,21 @@ impl Recorder {
         let mut store = Store::open(dir)?;
         let (sender, mut receiver) = mpsc::channel::<RecordedEvent>(QUEUE_DEPTH);
         let handle = tokio::task::spawn_blocking(move || {
-            while let Some(event) = receiver.blocking_recv() {
-                let durable = matches!(event.kind, EventKind::SessionEnded(_));
-                // Batch writes while events keep coming; hand them to the kernel as soon as
-                // the queue is drained, so readers never lag behind an idle gateway.
-                let result = store.append(&event, durable).and_then(|()| {
-                    if receiver.is_empty() {
-                        store.flush()
-                    } else {
-                        Ok(())
+            // Drain in batches: write everything queued, hand it to the kernel, then pause
+            // briefly so that busy sessions queue events without waking this thread for each
+            // one (a wake-up per statement costs more than the write itself).
+            while let Some(first) = receiver.blocking_recv() {
+                let mut next = Some(first);
+                while let Some(event) = next {
+                    let durable = matches!(event.kind, EventKind::SessionEnded(_));
+                    if let Err(error) = store.append(&event, durable) {
+                        tracing::error!(%error, session_id = %event.session_id, "recording store write failed");
+                        return Err(error);
                     }
-                });
-                if let Err(error) = result {
-                    tracing::error!(%error, session_id = %event.session_id, "recording store write failed");
-                    return Err(error);
+                    next = receiver.try_recv().ok();
                 }
+                store.flush()?;
+                std::thread::sleep(BATCH_PAUSE);
             }
             store.sync()
         });
