@@ -72,13 +72,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     store,
                     json,
                 },
-        } => {
-            let store = match store {
-                Some(store) => store,
-                None => Config::load(&config)?.recording.store,
-            };
-            list_sessions(&store, json)
-        }
+        } => list_sessions(&store_dir(&config, store)?, json),
         Command::Sessions {
             command:
                 SessionsCommand::Show {
@@ -88,11 +82,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let store = match store {
-                Some(store) => store,
-                None => Config::load(&config)?.recording.store,
-            };
-            let events = sessions::events_of(&store, &id)?;
+            let events = sessions::events_of(&store_dir(&config, store)?, &id)?;
             if json {
                 for event in &events {
                     println!("{}", serde_json::to_string(event)?);
@@ -102,6 +92,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+/// The store to read: `--store`, else the configuration's `recording.store`.
+fn store_dir(
+    config: &Path,
+    store: Option<std::path::PathBuf>,
+) -> anyhow::Result<std::path::PathBuf> {
+    match store {
+        Some(store) => Ok(store),
+        None => Ok(Config::load(config)?.recording.store),
     }
 }
 

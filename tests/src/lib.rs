@@ -406,3 +406,61 @@ pub fn mariadb_client(host: &str, port: u16, user: &str, password: &str, sql: &s
     .map(|s| (*s).to_owned())
     .collect()
 }
+
+/// An argon2 hash of `password`, made by `tollgate hash-password` (for `[[identities]]`).
+#[must_use]
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write as _;
+    let mut child = Command::new(tollgate_bin())
+        .arg("hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("tollgate hash-password");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write the password");
+    let output = child.wait_with_output().expect("hash-password output");
+    assert!(output.status.success(), "tollgate hash-password failed");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Runs an SQL script with the `mariadb` client (`--force --batch`, plus `extra`), as
+/// `user`/`password` on 127.0.0.1:`port`; returns stdout and stderr.
+#[must_use]
+pub fn mariadb_script(
+    port: u16,
+    user: &str,
+    password: &str,
+    extra: &[&str],
+    script: &str,
+) -> (String, String) {
+    use std::io::Write as _;
+    let mut child = Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+        ])
+        .arg(format!("-p{password}"))
+        .args(["--force", "--batch"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the mariadb client");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .expect("send the script");
+    let output = child.wait_with_output().expect("mariadb client output");
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}

@@ -2,26 +2,9 @@
 //! table, and it logs in to MariaDB with its own credential, which the client never sees.
 //! Real MariaDB, real `mariadb` client. Runs without root.
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use tollgate_tests::{Gateway, MariaDb, free_port, run_capture, tollgate_bin};
-
-fn hash(password: &str) -> String {
-    let mut child = Command::new(tollgate_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("tollgate hash-password");
-    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("write password");
-    let output = child.wait_with_output().expect("hash");
-    assert!(output.status.success());
-    String::from_utf8_lossy(&output.stdout).trim().to_owned()
-}
+use tollgate_tests::{Gateway, MariaDb, free_port, hash_password, run_capture};
 
 fn client(
     port: u16,
@@ -80,7 +63,7 @@ password_env = "TOLLGATE_TEST_DB_PASSWORD"
 mode = "required"
 ca = "{}"
 "#,
-        hash("alice-pw"),
+        hash_password("alice-pw"),
         db.port,
         db.dir().join("tls/ca.pem").display()
     );
@@ -221,7 +204,7 @@ password_env = "TOLLGATE_TEST_DB_PASSWORD"
 [targets.tls]
 ca = "{}"
 "#,
-        hash("alice-pw"),
+        hash_password("alice-pw"),
         db.port,
         other.dir().join("tls/ca.pem").display()
     );

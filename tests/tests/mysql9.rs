@@ -5,13 +5,14 @@
 //! runs in a Debian sid chroot made by `cargo xtask setup`).
 
 use std::{
-    io::Write as _,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
+    process::Command,
     time::Duration,
 };
 
-use tollgate_tests::{Gateway, free_port, require_root, run_capture, tollgate_bin, workspace_root};
+use tollgate_tests::{
+    Gateway, free_port, hash_password, mariadb_script, require_root, run_capture, workspace_root,
+};
 
 /// Where `cargo xtask setup` puts the MySQL 9 chroot.
 const CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
@@ -68,50 +69,6 @@ SELECT * FROM no_such_table;
 SELECT CURRENT_USER();
 ";
 
-fn run(port: u16, user: &str, password: &str) -> (String, String) {
-    let mut child = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            user,
-        ])
-        .arg(format!("-p{password}"))
-        .args(["--force", "--batch"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mariadb client");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(SCENARIO.as_bytes())
-        .expect("scenario");
-    let output = child.wait_with_output().expect("output");
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
-
-fn hash(password: &str) -> String {
-    let mut child = Command::new(tollgate_bin())
-        .arg("hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("hash-password");
-    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("password");
-    String::from_utf8_lossy(&child.wait_with_output().expect("hash").stdout)
-        .trim()
-        .to_owned()
-}
-
 #[test]
 fn mysql9_through_the_gateway_with_its_caching_sha2_login() {
     if !require_root("mysql9_through_the_gateway_with_its_caching_sha2_login") {
@@ -147,7 +104,7 @@ password_env = "TOLLGATE_TEST_MYSQL9_PASSWORD"
 [targets.tls]
 mode = "disabled"
 "#,
-        hash("alice-pw"),
+        hash_password("alice-pw"),
         db.port
     );
     let mut gateway = Gateway::start_with_env(
@@ -159,8 +116,8 @@ mode = "disabled"
 
     // First through the gateway: MySQL's cache is empty, so the gateway's login takes the full
     // authentication path with the server's RSA key; the direct run then fills nothing new.
-    let (via_out, via_err) = run(port, "alice", "alice-pw");
-    let (direct_out, direct_err) = run(db.port, "sha2", "sha2-pw");
+    let (via_out, via_err) = mariadb_script(port, "alice", "alice-pw", &[], SCENARIO);
+    let (direct_out, direct_err) = mariadb_script(db.port, "sha2", "sha2-pw", &[], SCENARIO);
     assert!(
         direct_out.contains("100000\t200000"),
         "{direct_out}{direct_err}"
@@ -176,7 +133,7 @@ mode = "disabled"
         "the gateway's account: {via_out}"
     );
     // Again: the fast path (0x01 0x03) now that the server has the account cached.
-    let (again, err) = run(port, "alice", "alice-pw");
+    let (again, err) = mariadb_script(port, "alice", "alice-pw", &[], SCENARIO);
     assert_eq!(again, direct_out, "{err}");
 
     std::thread::sleep(Duration::from_millis(300));

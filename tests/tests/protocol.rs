@@ -4,14 +4,10 @@
 //! transaction, an error) must give byte-identical output directly and through the gateway,
 //! and every command must be recorded with its outcome. Runs without root.
 
-use std::{
-    io::Write as _,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_tests::{Gateway, MariaDb, free_port};
+use tollgate_tests::{Gateway, MariaDb, free_port, mariadb_script};
 
 const SCENARIO: &str = r#"
 CREATE DATABASE IF NOT EXISTS compat;
@@ -36,39 +32,6 @@ SELECT 1 AS first_result; SELECT 2 AS second_result//
 DELIMITER ;
 SELECT 'done' AS last;
 "#;
-
-fn run_scenario(port: u16) -> (String, String) {
-    let mut child = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            "app",
-            "-papp-pw",
-            "--force",
-            "--batch",
-            "--max-allowed-packet=64M",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start mariadb client");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(SCENARIO.as_bytes())
-        .expect("send scenario");
-    let output = child.wait_with_output().expect("client output");
-    (
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-        String::from_utf8_lossy(&output.stderr).into_owned(),
-    )
-}
 
 fn statement<'e>(events: &'e [Value], sql_prefix: &str) -> &'e Value {
     events
@@ -104,8 +67,20 @@ port = {}
     )
     .expect("start gateway");
 
-    let (direct_out, direct_err) = run_scenario(db.port);
-    let (via_out, via_err) = run_scenario(gateway_port);
+    let (direct_out, direct_err) = mariadb_script(
+        db.port,
+        "app",
+        "app-pw",
+        &["--max-allowed-packet=64M"],
+        SCENARIO,
+    );
+    let (via_out, via_err) = mariadb_script(
+        gateway_port,
+        "app",
+        "app-pw",
+        &["--max-allowed-packet=64M"],
+        SCENARIO,
+    );
     assert!(
         direct_out.contains("100000\t200000"),
         "scenario ran directly"

@@ -348,37 +348,17 @@ pub fn requests_tls(payload: &[u8]) -> bool {
 /// extended capabilities outside [`MARIADB_ALLOWED_EXTENDED`]) and reads the user and
 /// database. `None` when the payload is not a protocol-41 handshake response.
 pub fn edit_handshake_response(payload: &mut [u8], strip: CapabilityFlags) -> Option<Login> {
-    let mut r = Reader::new(payload);
-    let caps = r.u32()? & !strip.bits();
-    if caps & CapabilityFlags::CLIENT_PROTOCOL_41.bits() == 0 {
-        return None;
-    }
-    r.take(4 + 1 + 19)?; // max packet, charset, filler
-    let ext = r.u32()?;
-    let user = String::from_utf8_lossy(r.nul_bytes()?).into_owned();
-    if caps & CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits() != 0 {
-        r.lenenc_bytes()?;
-    } else if caps & CapabilityFlags::CLIENT_SECURE_CONNECTION.bits() != 0 {
-        let len = usize::from(r.u8()?);
-        r.take(len)?;
-    } else {
-        r.nul_bytes()?;
-    }
-    let database = if caps & CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits() != 0 {
-        r.nul_bytes()
-            .map(|db| String::from_utf8_lossy(db).into_owned())
-            .filter(|db| !db.is_empty())
-    } else {
-        None
-    };
+    let parsed = super::handshake::parse_client_login(payload)?;
+    let caps = parsed.capabilities & !strip.bits();
+    let ext = Reader::new(payload.get(28..32)?).u32()?;
     payload.get_mut(0..4)?.copy_from_slice(&caps.to_le_bytes());
     payload
         .get_mut(28..32)?
         .copy_from_slice(&(ext & MARIADB_ALLOWED_EXTENDED).to_le_bytes());
     Some(Login {
         capabilities: caps,
-        user,
-        database,
+        user: parsed.user,
+        database: parsed.database,
     })
 }
 

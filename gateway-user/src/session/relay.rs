@@ -32,7 +32,7 @@ use crate::{
 };
 
 /// Capabilities the gateway never lets a client and the database negotiate (see module doc).
-fn stripped_capabilities() -> CapabilityFlags {
+pub(super) fn stripped_capabilities() -> CapabilityFlags {
     CapabilityFlags::CLIENT_SSL
         | CapabilityFlags::CLIENT_COMPRESS
         | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM

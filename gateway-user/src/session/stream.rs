@@ -11,7 +11,6 @@ use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::TcpStream,
 };
-use tokio_rustls::server::TlsStream;
 
 /// A TCP stream that first yields bytes already read from it: the start of a TLS handshake
 /// that arrived in the same read as the client's `SSLRequest`.
@@ -61,71 +60,21 @@ impl AsyncWrite for Prefixed {
     }
 }
 
-/// The client's socket: plain, or TLS after `SSLRequest`.
+/// A socket before and after a TLS upgrade: `T` is the TLS stream type of the side.
 #[derive(Debug)]
-pub enum ClientStream {
+pub enum MaybeTls<T> {
     /// No TLS.
     Plain(TcpStream),
-    /// TLS terminated by the gateway.
-    Tls(Box<TlsStream<Prefixed>>),
+    /// TLS terminated (client side) or originated (database side) by the gateway.
+    Tls(Box<T>),
 }
 
-impl ClientStream {
-    /// True after a TLS upgrade.
-    #[must_use]
-    pub fn is_tls(&self) -> bool {
-        matches!(self, Self::Tls(_))
-    }
-}
-
-impl AsyncRead for ClientStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for ClientStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_flush(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
-        }
-    }
-}
-
+/// The client's socket: plain, or TLS after its `SSLRequest`.
+pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<Prefixed>>;
 /// The database's socket: plain, or TLS when the gateway upgraded it.
-#[derive(Debug)]
-pub enum UpstreamStream {
-    /// No TLS.
-    Plain(TcpStream),
-    /// TLS from the gateway to the database.
-    Tls(Box<tokio_rustls::client::TlsStream<Prefixed>>),
-}
+pub type UpstreamStream = MaybeTls<tokio_rustls::client::TlsStream<Prefixed>>;
 
-impl UpstreamStream {
+impl<T> MaybeTls<T> {
     /// True after a TLS upgrade.
     #[must_use]
     pub fn is_tls(&self) -> bool {
@@ -133,7 +82,7 @@ impl UpstreamStream {
     }
 }
 
-impl AsyncRead for UpstreamStream {
+impl<T: AsyncRead + Unpin> AsyncRead for MaybeTls<T> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -146,7 +95,7 @@ impl AsyncRead for UpstreamStream {
     }
 }
 
-impl AsyncWrite for UpstreamStream {
+impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -27,17 +27,11 @@ use crate::{
     },
 };
 
-/// Capabilities never negotiated between the legs (see `relay.rs`); TLS is added back on the
-/// client leg, where the gateway terminates it.
+/// Capabilities never negotiated between the legs (see `relay.rs`), and connection
+/// attributes, which the gateway does not forward; TLS is added back on the client leg, where
+/// the gateway terminates it.
 fn stripped() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_SSL
-        | CapabilityFlags::CLIENT_COMPRESS
-        | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM
-        | CapabilityFlags::CLIENT_LOCAL_FILES
-        | CapabilityFlags::CLIENT_QUERY_ATTRIBUTES
-        | CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA
-        | CapabilityFlags::CLIENT_PROGRESS_OBSOLETE
-        | CapabilityFlags::CLIENT_CONNECT_ATTRS
+    super::relay::stripped_capabilities() | CapabilityFlags::CLIENT_CONNECT_ATTRS
 }
 
 /// A finished login: both legs authenticated.
