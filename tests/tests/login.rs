@@ -90,6 +90,17 @@ ca = "{}"
             .is_some_and(|l| l.starts_with("Ssl_version\tTLSv1.")),
         "gateway to database is TLS: {out}"
     );
+    // The compressed protocol (zlib) on the client's leg.
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["--compress"],
+        "SELECT LENGTH(REPEAT('x', 300000)), MD5(REPEAT('y', 300000)); SELECT REPEAT('z', 200000)",
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("300000\t"), "{out}");
+    assert_eq!(out.lines().nth(1).map(str::len), Some(200_000));
     // The initial database reaches MariaDB through the gateway's TLS login.
     let (ok, out, err) = client(
         port,
@@ -117,7 +128,7 @@ ca = "{}"
         .iter()
         .filter(|e| e["type"] == "session.login" && e["accepted"] == true)
         .collect();
-    assert_eq!(accepted.len(), 4, "{events:?}");
+    assert_eq!(accepted.len(), 5, "{events:?}");
     assert_eq!(accepted[0]["user"], "alice");
     assert_eq!(accepted[0]["upstream_user"], "app");
     let refused = events

@@ -141,6 +141,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         !self.read_buf.is_empty()
     }
 
+    /// Switches this leg to the compressed protocol (zlib), as negotiated with
+    /// `CLIENT_COMPRESS`; takes effect for the next packet.
+    pub fn compress(&mut self) {
+        self.codec
+            .compress(mysql_common::proto::codec::Compression::default());
+    }
+
     /// Takes the leg apart to change its stream (a TLS upgrade): the stream, the codec (whose
     /// sequence id carries on), and bytes already read but not decoded.
     pub fn into_parts(self) -> (S, PacketCodec, BytesMut) {

@@ -119,8 +119,11 @@ pub async fn login(
     let greeting = handshake::parse_greeting(&greeting_bytes).ok_or_else(|| {
         LoginError::Upstream("the greeting is not a protocol-10 handshake".into())
     })?;
+    // Compression (zlib) is offered on the client's leg only, where the gateway terminates
+    // it; the database's leg stays uncompressed (usually local to the gateway).
     let offered = (greeting.capabilities & !stripped().bits())
         | CapabilityFlags::CLIENT_SSL.bits()
+        | CapabilityFlags::CLIENT_COMPRESS.bits()
         | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
         | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits();
     let nonce = handshake::new_nonce();
@@ -131,7 +134,10 @@ pub async fn login(
 
     let (mut client, login) = client_login(client, &setup).await?;
 
-    let mut requested = login.capabilities & offered & !CapabilityFlags::CLIENT_SSL.bits();
+    let compress = login.capabilities & offered & CapabilityFlags::CLIENT_COMPRESS.bits() != 0;
+    let mut requested = login.capabilities
+        & offered
+        & !(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS).bits();
     let upstream_tls =
         match secure_upstream(server, &greeting, &login, requested, setup.upstream_tls).await {
             Ok((upgraded, tls)) => {
@@ -176,6 +182,10 @@ pub async fn login(
         .write_packet(&handshake::ok_packet(greeting.status))
         .await?;
     client.flush().await?;
+    if compress {
+        // The OK above is the last uncompressed packet.
+        client.compress();
+    }
     Ok(Terminated {
         client,
         server,
