@@ -90,17 +90,7 @@ ca = "{}"
             .is_some_and(|l| l.starts_with("Ssl_version\tTLSv1.")),
         "gateway to database is TLS: {out}"
     );
-    // The compressed protocol (zlib) on the client's leg.
-    let (ok, out, err) = client(
-        port,
-        "alice",
-        "alice-pw",
-        &["--compress"],
-        "SELECT LENGTH(REPEAT('x', 300000)), MD5(REPEAT('y', 300000)); SELECT REPEAT('z', 200000)",
-    );
-    assert!(ok, "{err}");
-    assert!(out.starts_with("300000\t"), "{out}");
-    assert_eq!(out.lines().nth(1).map(str::len), Some(200_000));
+    compressed_protocol(port);
     // The initial database reaches MariaDB through the gateway's TLS login.
     let (ok, out, err) = client(
         port,
@@ -250,4 +240,18 @@ fn refusals(port: u16) {
     // The database account's own password is not accepted by the gateway.
     let (ok, _, err) = client(port, "app", "app-pw", &[], "SELECT 1");
     assert!(!ok && err.contains("1045"), "{err}");
+}
+
+/// The compressed protocol (zlib) on the client's leg.
+fn compressed_protocol(port: u16) {
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["--compress"],
+        "SELECT LENGTH(REPEAT('x', 300000)), MD5(REPEAT('y', 300000)); SELECT REPEAT('z', 200000)",
+    );
+    assert!(ok, "{err}");
+    assert!(out.starts_with("300000\t"), "{out}");
+    assert_eq!(out.lines().nth(1).map(str::len), Some(200_000));
 }
