@@ -232,3 +232,58 @@ fn shutdown_ends_live_sessions_after_the_grace_period_and_records_them() {
         .expect("ended event");
     assert_eq!(ended["reason"], "shutdown", "{events:?}");
 }
+
+#[test]
+fn a_packet_out_of_order_gets_error_1156_and_the_session_is_recorded() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let gateway_port = free_port();
+    let mut gateway =
+        Gateway::start(None, &off_mode_config(gateway_port, db.port, "")).expect("start gateway");
+
+    // A raw client: read the greeting, answer with sequence id 5 instead of 1.
+    let script = format!(
+        r#"
+import socket, struct
+s = socket.create_connection(("127.0.0.1", {gateway_port}), timeout=10)
+def read_packet():
+    header = s.recv(4, socket.MSG_WAITALL)
+    length = header[0] | header[1] << 8 | header[2] << 16
+    return header[3], s.recv(length, socket.MSG_WAITALL)
+seq, greeting = read_packet()
+assert greeting[0] == 10, greeting
+payload = b"\x00" * 32
+s.sendall(struct.pack("<I", len(payload))[:3] + bytes([5]) + payload)
+seq, reply = read_packet()
+code = reply[1] | reply[2] << 8
+print(reply[0], code, reply[3:9].decode(), reply[9:].decode())
+"#
+    );
+    let output = run_capture(Command::new("python3").args(["-c", &script])).expect("python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.starts_with("255 1156 #08S01 Tollgate: got packets out of order from the client"),
+        "{stdout}"
+    );
+    gateway
+        .wait_for_log("session ended", Duration::from_secs(10))
+        .expect("session ended");
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "session.ended")
+        .expect("ended event");
+    assert_eq!(ended["reason"], "error");
+    assert!(
+        ended["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("out of order")),
+        "{ended}"
+    );
+    assert!(!gateway.log_text().contains("panicked"));
+}
