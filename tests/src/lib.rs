@@ -464,3 +464,55 @@ pub fn mariadb_script(
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
 }
+
+/// Records one row of the compatibility matrix in `docs/compatibility.md` (the tests produce
+/// that file; it is not edited by hand). Rows are keyed by client, upstream, protocol and login, kept
+/// sorted, and written under a file lock, so parallel tests and repeated runs give the same
+/// file.
+pub fn record_compatibility(
+    client: &str,
+    upstream: &str,
+    protocol: &str,
+    login: &str,
+    result: &str,
+) {
+    use std::io::{Read as _, Seek as _, Write as _};
+    const HEADER: &str = "# Client compatibility\n\n\
+        Written by the integration tests (`tests/tests/{protocol,clients,login,mysql9}.rs`) each \
+        time they pass. \"identical\" means the scenario gave the same output straight against \
+        the database and through Tollgate. Do not edit by hand.\n\n\
+        | client | upstream | protocol | login | result |\n|---|---|---|---|---|\n";
+    let path = workspace_root().join("docs/compatibility.md");
+    let _ = fs::create_dir_all(workspace_root().join("docs"));
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .expect("open docs/compatibility.md");
+    let mut file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock docs/compatibility.md");
+    let mut text = String::new();
+    file.read_to_string(&mut text)
+        .expect("read docs/compatibility.md");
+    let key = format!("| {client} | {upstream} | {protocol} | {login} |");
+    let mut rows: Vec<String> = text
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| client ") && !l.starts_with(&key))
+        .map(str::to_owned)
+        .collect();
+    rows.push(format!("{key} {result} |"));
+    rows.sort();
+    rows.dedup();
+    let mut out = HEADER.to_owned();
+    for row in rows {
+        out.push_str(&row);
+        out.push('\n');
+    }
+    file.set_len(0).expect("truncate");
+    file.rewind().expect("rewind");
+    file.write_all(out.as_bytes())
+        .expect("write docs/compatibility.md");
+}

@@ -11,7 +11,7 @@
 use std::{process::Command, time::Duration};
 
 use serde_json::Value;
-use tollgate_tests::{Gateway, MariaDb, free_port, workspace_root};
+use tollgate_tests::{Gateway, MariaDb, free_port, record_compatibility, workspace_root};
 
 /// MariaDB and a gateway in front of it (interception off: clients dial the listener).
 fn db_and_gateway() -> (MariaDb, Gateway, u16) {
@@ -104,6 +104,15 @@ fn python_drivers() {
             "{driver}: {out}"
         );
         assert!(out.contains("\"error\": 1146"), "{driver}: {out}");
+        let (client, protocol) = match driver {
+            "pymysql" => ("PyMySQL 1.1", "text"),
+            "connector" => ("mysql-connector-python 26.10 (pure)", "text"),
+            _ => (
+                "mysql-connector-python 26.10 (pure)",
+                "binary (server-side prepared)",
+            ),
+        };
+        record_compatibility(client, "MariaDB 10.11", protocol, "relayed", "identical");
     }
     let events = finish(gateway);
     let execute = recorded(&events, "stmt_execute", "SELECT seq FROM seq_1_to_100000");
@@ -132,6 +141,13 @@ fn node_mysql2_query_and_execute() {
     });
     assert!(out.contains(r#""big":[100000,["1"],["100000"]]"#), "{out}");
     assert!(out.contains("\"error\":1146"), "{out}");
+    record_compatibility(
+        "node mysql2 3.24",
+        "MariaDB 10.11",
+        "text (query) and binary (execute)",
+        "relayed",
+        "identical",
+    );
     let events = finish(gateway);
     assert_eq!(
         recorded(&events, "stmt_execute", "SELECT seq FROM seq_1_to_100000")["rows"],
@@ -159,6 +175,13 @@ fn mariadb_connector_j() {
         "{out}"
     );
     assert!(out.contains("error=1146 state=42S02"), "{out}");
+    record_compatibility(
+        "MariaDB Connector/J 2.7",
+        "MariaDB 10.11",
+        "text and binary (useServerPrepStmts)",
+        "relayed",
+        "identical",
+    );
     let events = finish(gateway);
     assert_eq!(
         recorded(&events, "stmt_execute", "SELECT seq FROM seq_1_to_100000")["rows"],

@@ -4,7 +4,9 @@
 
 use std::{process::Command, time::Duration};
 
-use tollgate_tests::{Gateway, MariaDb, free_port, hash_password, run_capture};
+use tollgate_tests::{
+    Gateway, MariaDb, free_port, hash_password, record_compatibility, run_capture,
+};
 
 fn client(
     port: u16,
@@ -176,6 +178,13 @@ except mysql.connector.Error as e:
         ["app@%", "refused 1227"],
         "{stdout}"
     );
+    record_compatibility(
+        "mysql-connector-python 26.10 (pure)",
+        "MariaDB 10.11",
+        "text",
+        "gateway: client TLS, identity table; upstream TLS",
+        "logs in; COM_CHANGE_USER refused",
+    );
 }
 
 #[test]
@@ -254,4 +263,11 @@ fn compressed_protocol(port: u16) {
     assert!(ok, "{err}");
     assert!(out.starts_with("300000\t"), "{out}");
     assert_eq!(out.lines().nth(1).map(str::len), Some(200_000));
+    record_compatibility(
+        "mariadb CLI 10.11",
+        "MariaDB 10.11",
+        "text, zlib compression",
+        "gateway: client TLS, identity table; upstream TLS",
+        "logs in as the gateway's account",
+    );
 }

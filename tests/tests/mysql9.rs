@@ -11,7 +11,8 @@ use std::{
 };
 
 use tollgate_tests::{
-    Gateway, free_port, hash_password, mariadb_script, require_root, run_capture, workspace_root,
+    Gateway, free_port, hash_password, mariadb_script, record_compatibility, require_root,
+    run_capture, workspace_root,
 };
 
 /// Where `cargo xtask setup` puts the MySQL 9 chroot.
@@ -135,6 +136,13 @@ mode = "disabled"
     // Again: the fast path (0x01 0x03) now that the server has the account cached.
     let (again, err) = mariadb_script(port, "alice", "alice-pw", &[], SCENARIO);
     assert_eq!(again, direct_out, "{err}");
+    record_compatibility(
+        "mariadb CLI 10.11",
+        "MySQL 9.7",
+        "text (100k rows)",
+        "gateway: client TLS; upstream caching_sha2 with RSA, then fast path",
+        "identical",
+    );
 
     std::thread::sleep(Duration::from_millis(300));
     gateway.stop();

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use tollgate_tests::{Gateway, MariaDb, free_port, mariadb_script};
+use tollgate_tests::{Gateway, MariaDb, free_port, mariadb_script, record_compatibility};
 
 const SCENARIO: &str = r#"
 CREATE DATABASE IF NOT EXISTS compat;
@@ -94,6 +94,13 @@ port = {}
         direct_out.len()
     );
 
+    record_compatibility(
+        "mariadb CLI 10.11",
+        "MariaDB 10.11",
+        "text (multi-statement, 17 MB value, 100k rows)",
+        "relayed",
+        "identical",
+    );
     gateway
         .wait_for_log("session ended", Duration::from_secs(20))
         .expect("session ended");
