@@ -38,11 +38,11 @@ fn client(
     )
 }
 
-#[test]
-fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
-    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
-    let port = free_port();
-    let config = format!(
+/// A gateway on `port` that terminates logins (alice / alice-pw) for the MariaDB on
+/// `db_port`, logging in as `app` over TLS verified with `ca`; `tls_mode` is an extra line of
+/// `[targets.tls]`.
+fn login_config(port: u16, db_port: u16, tls_mode: &str, ca: &std::path::Path) -> String {
+    format!(
         r#"
 [listener]
 addresses = ["127.0.0.1:{port}"]
@@ -57,17 +57,28 @@ password_hash = "{}"
 [[targets]]
 name = "db"
 address = "127.0.0.1"
-port = {}
+port = {db_port}
 [targets.login]
 user = "app"
 password_env = "TOLLGATE_TEST_DB_PASSWORD"
 [targets.tls]
-mode = "required"
+{tls_mode}
 ca = "{}"
 "#,
         hash_password("alice-pw"),
+        ca.display()
+    )
+}
+
+#[test]
+fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let config = login_config(
+        port,
         db.port,
-        db.dir().join("tls/ca.pem").display()
+        "mode = \"required\"",
+        &db.dir().join("tls/ca.pem"),
     );
     let mut gateway =
         Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
@@ -192,32 +203,8 @@ fn a_database_certificate_that_does_not_verify_refuses_the_session() {
     let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
     let other = MariaDb::start(None, "127.0.0.1", free_port()).expect("second MariaDB (other CA)");
     let port = free_port();
-    let config = format!(
-        r#"
-[listener]
-addresses = ["127.0.0.1:{port}"]
-fallback_target = "db"
-[interception]
-mode = "off"
-[recording]
-store = "{{store}}"
-[[identities]]
-user = "alice"
-password_hash = "{}"
-[[targets]]
-name = "db"
-address = "127.0.0.1"
-port = {}
-[targets.login]
-user = "app"
-password_env = "TOLLGATE_TEST_DB_PASSWORD"
-[targets.tls]
-ca = "{}"
-"#,
-        hash_password("alice-pw"),
-        db.port,
-        other.dir().join("tls/ca.pem").display()
-    );
+    // Preferred TLS (the default), verified against another server's CA.
+    let config = login_config(port, db.port, "", &other.dir().join("tls/ca.pem"));
     let _gateway =
         Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
             .expect("start gateway");

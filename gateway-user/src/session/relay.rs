@@ -409,7 +409,7 @@ impl<'r> Relay<'r> {
                         .await
                         .map_err(RelayError::Upstream)?;
                     self.server.flush().await.map_err(RelayError::Upstream)?;
-                    self.response(kind, &command, &mut record.outcome).await?;
+                    self.response(kind, &mut record.outcome).await?;
                 }
             }
             self.remember_prepared(kind, &command, &record.outcome);
@@ -425,12 +425,7 @@ impl<'r> Relay<'r> {
     }
 
     /// Reads (and forwards) the database's whole response to one command.
-    async fn response(
-        &mut self,
-        kind: u8,
-        command: &[u8],
-        outcome: &mut Outcome,
-    ) -> Result<(), RelayError> {
+    async fn response(&mut self, kind: u8, outcome: &mut Outcome) -> Result<(), RelayError> {
         match kind {
             com::QUERY | com::STMT_EXECUTE | com::PROCESS_INFO => self.result_sets(outcome).await,
             com::STMT_PREPARE => self.prepare_response(outcome).await,
@@ -442,7 +437,6 @@ impl<'r> Relay<'r> {
                 if let Some(refused) = self.authentication().await? {
                     outcome.error(refused);
                 }
-                let _ = command;
                 Ok(())
             }
             com::STATISTICS => {
