@@ -32,6 +32,7 @@ const TEST_PACKAGES: &[&str] = &[
     "openjdk-17-jdk-headless",
     "debootstrap",
     "openssl",
+    "sysbench",
 ];
 /// Where the MySQL 9 chroot for the second-upstream tests lives (shared by every checkout).
 const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
