@@ -166,6 +166,10 @@ pub struct LimitsConfig {
     /// How long shutdown waits for live sessions before closing them.
     #[serde(default = "default_shutdown_grace", with = "humantime_serde")]
     pub shutdown_grace: Duration,
+    /// How long the whole login (greeting to OK, both legs) may take; a client or database
+    /// that stalls in it gets an error instead of holding the session open.
+    #[serde(default = "default_login_timeout", with = "humantime_serde")]
+    pub login_timeout: Duration,
 }
 
 impl Default for LimitsConfig {
@@ -174,6 +178,7 @@ impl Default for LimitsConfig {
             max_connections: default_max_connections(),
             connect_timeout: default_connect_timeout(),
             shutdown_grace: default_shutdown_grace(),
+            login_timeout: default_login_timeout(),
         }
     }
 }
@@ -183,6 +188,9 @@ fn default_max_connections() -> usize {
 }
 fn default_connect_timeout() -> Duration {
     Duration::from_secs(5)
+}
+fn default_login_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(10)

@@ -287,3 +287,51 @@ print(reply[0], code, reply[3:9].decode(), reply[9:].decode())
     );
     assert!(!gateway.log_text().contains("panicked"));
 }
+
+#[test]
+fn a_database_that_never_greets_times_out_the_login_with_an_error() {
+    // A "database" that accepts connections and never says anything.
+    let silent_port = free_port();
+    let mut silent = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket, time\n\
+                 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+                 s.bind(('127.0.0.1', {silent_port})); s.listen()\n\
+                 print('listening', flush=True)\n\
+                 c = s.accept(); time.sleep(30)\n"
+            ),
+        ])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("silent server");
+    let mut ready = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(silent.stdout.as_mut().expect("stdout")),
+        &mut ready,
+    )
+    .expect("silent server ready");
+    let gateway_port = free_port();
+    let mut gateway = Gateway::start(
+        None,
+        &off_mode_config(gateway_port, silent_port, "login_timeout = \"1s\""),
+    )
+    .expect("start gateway");
+
+    // The client gives up after 10 s itself (--connect-timeout); the gateway's 1 s login
+    // timeout must answer first, with its own error.
+    let output = run_capture(&mut client(gateway_port, "SELECT 1")).expect("client");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = silent.kill();
+    let _ = silent.wait();
+    assert!(!output.status.success());
+    assert!(stderr.contains("did not finish within 1s"), "{stderr}");
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let ended = events
+        .iter()
+        .find(|e| e["type"] == "session.ended")
+        .expect("ended event");
+    assert_eq!(ended["reason"], "error", "{ended}");
+}

@@ -192,7 +192,7 @@ pub async fn serve(
         return;
     };
     let (reason, detail) = tokio::select! {
-        end = relay.run() => match end {
+        end = relay.run(ctx.config.limits.login_timeout) => match end {
             RelayEnd::Closed => (EndReason::Closed, None),
             RelayEnd::LoginRefused(error) => (
                 EndReason::LoginRefused,
@@ -248,7 +248,15 @@ async fn login_phase<'c>(
             .and_then(|i| logins.upstream_tls.get(i))
             .and_then(Option::as_ref),
     };
-    match terminate::login(client, server, setup).await {
+    let timeout = ctx.config.limits.login_timeout;
+    let login = tokio::time::timeout(timeout, terminate::login(client, server, setup))
+        .await
+        .unwrap_or_else(|_| {
+            Err(terminate::LoginError::Io(format!(
+                "the login did not finish within {timeout:?} (limits.login_timeout)"
+            )))
+        });
+    match login {
         Ok(login) => {
             record_login(
                 ctx,

@@ -134,6 +134,9 @@ pub(super) enum RelayError {
     /// The database sent something the protocol does not allow here.
     #[error("database protocol error: {0}")]
     UpstreamProtocol(String),
+    /// The login did not finish in time (`limits.login_timeout`).
+    #[error("the login did not finish within {0:?} (limits.login_timeout)")]
+    LoginTimeout(std::time::Duration),
 }
 
 /// Both legs of one session and what the relay tracks about them.
@@ -192,11 +195,13 @@ impl<'r> Relay<'r> {
     }
 
     /// Runs the handshake and then the command phase until the session ends.
-    pub async fn run(&mut self) -> RelayEnd {
+    pub async fn run(&mut self, login_timeout: std::time::Duration) -> RelayEnd {
         let handshake = if self.logged_in {
             Ok(None)
         } else {
-            self.handshake().await
+            tokio::time::timeout(login_timeout, self.handshake())
+                .await
+                .unwrap_or(Err(RelayError::LoginTimeout(login_timeout)))
         };
         let result = match handshake {
             Ok(None) => self.command_phase().await.map(|()| RelayEnd::Closed),
@@ -224,6 +229,9 @@ impl<'r> Relay<'r> {
                     .with_sql_state(*b"08S01")
             }
             RelayError::Downstream(_) | RelayError::DownstreamClosed => return,
+            RelayError::LoginTimeout(_) => {
+                ErrPacket::new(1159, format!("Tollgate: {error}")).with_sql_state(*b"08S01")
+            }
             RelayError::Upstream(_)
             | RelayError::UpstreamClosed
             | RelayError::UpstreamProtocol(_) => ErrPacket::new(
