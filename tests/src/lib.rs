@@ -516,3 +516,31 @@ pub fn record_compatibility(
     file.write_all(out.as_bytes())
         .expect("write docs/compatibility.md");
 }
+
+/// A gateway configuration for tests without eBPF: clients dial 127.0.0.1:`gateway_port`
+/// and reach the target `name` at 127.0.0.1:`target_port` (the fallback target); `limits` is
+/// extra lines for `[limits]`; the store path is filled in by [`Gateway::start`].
+#[must_use]
+pub fn direct_config(gateway_port: u16, name: &str, target_port: u16, limits: &str) -> String {
+    format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{gateway_port}"]
+fallback_target = "{name}"
+
+[interception]
+mode = "off"
+
+[recording]
+store = "{{store}}"
+
+[limits]
+{limits}
+
+[[targets]]
+name = "{name}"
+address = "127.0.0.1"
+port = {target_port}
+"#
+    )
+}

@@ -19,22 +19,7 @@ fn db_and_gateway() -> (MariaDb, Gateway, u16) {
     let port = free_port();
     let gateway = Gateway::start(
         None,
-        &format!(
-            r#"
-[listener]
-addresses = ["127.0.0.1:{port}"]
-fallback_target = "db"
-[interception]
-mode = "off"
-[recording]
-store = "{{store}}"
-[[targets]]
-name = "db"
-address = "127.0.0.1"
-port = {}
-"#,
-            db.port
-        ),
+        &tollgate_tests::direct_config(port, "db", db.port, ""),
     )
     .expect("start gateway");
     (db, gateway, port)

@@ -48,22 +48,7 @@ fn a_full_scenario_is_identical_through_the_gateway_and_fully_recorded() {
     let gateway_port = free_port();
     let mut gateway = Gateway::start(
         None,
-        &format!(
-            r#"
-[listener]
-addresses = ["127.0.0.1:{gateway_port}"]
-fallback_target = "db"
-[interception]
-mode = "off"
-[recording]
-store = "{{store}}"
-[[targets]]
-name = "db"
-address = "127.0.0.1"
-port = {}
-"#,
-            db.port
-        ),
+        &tollgate_tests::direct_config(gateway_port, "db", db.port, ""),
     )
     .expect("start gateway");
 

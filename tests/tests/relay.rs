@@ -9,27 +9,7 @@ use std::{
 use tollgate_tests::{Gateway, MariaDb, free_port, mariadb_client, run_capture};
 
 fn off_mode_config(gateway_port: u16, target_port: u16, extra: &str) -> String {
-    format!(
-        r#"
-[listener]
-addresses = ["127.0.0.1:{gateway_port}"]
-fallback_target = "local"
-
-[interception]
-mode = "off"
-
-[recording]
-store = "{{store}}"
-
-[limits]
-{extra}
-
-[[targets]]
-name = "local"
-address = "127.0.0.1"
-port = {target_port}
-"#
-    )
+    tollgate_tests::direct_config(gateway_port, "local", target_port, extra)
 }
 
 fn client(port: u16, sql: &str) -> Command {
