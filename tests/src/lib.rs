@@ -434,17 +434,7 @@ pub fn mariadb_script(
     script: &str,
 ) -> (String, String) {
     use std::io::Write as _;
-    let mut child = Command::new("mariadb")
-        .args([
-            "--no-defaults",
-            "-h",
-            "127.0.0.1",
-            "-P",
-            &port.to_string(),
-            "-u",
-            user,
-        ])
-        .arg(format!("-p{password}"))
+    let mut child = mariadb_command(port, user, password)
         .args(["--force", "--batch"])
         .args(extra)
         .stdin(Stdio::piped())
@@ -543,4 +533,23 @@ address = "127.0.0.1"
 port = {target_port}
 "#
     )
+}
+
+/// The `mariadb` client for 127.0.0.1:`port` as `user`/`password`, without option files; add
+/// the rest of the arguments.
+#[must_use]
+pub fn mariadb_command(port: u16, user: &str, password: &str) -> Command {
+    let mut command = Command::new("mariadb");
+    command
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            user,
+        ])
+        .arg(format!("-p{password}"));
+    command
 }

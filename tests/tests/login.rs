@@ -5,7 +5,7 @@
 use std::{process::Command, time::Duration};
 
 use tollgate_tests::{
-    Gateway, MariaDb, free_port, hash_password, record_compatibility, run_capture,
+    Gateway, MariaDb, free_port, hash_password, mariadb_command, record_compatibility, run_capture,
 };
 
 fn client(
@@ -16,17 +16,7 @@ fn client(
     sql: &str,
 ) -> (bool, String, String) {
     let output = run_capture(
-        Command::new("mariadb")
-            .args([
-                "--no-defaults",
-                "-h",
-                "127.0.0.1",
-                "-P",
-                &port.to_string(),
-                "-u",
-                user,
-            ])
-            .arg(format!("-p{password}"))
+        mariadb_command(port, user, password)
             .args(extra)
             .args(["-N", "-B", "-e", sql]),
     )

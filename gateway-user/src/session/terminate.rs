@@ -135,49 +135,23 @@ pub async fn login(
     let (mut client, login) = client_login(client, &setup).await?;
 
     let compress = login.capabilities & offered & CapabilityFlags::CLIENT_COMPRESS.bits() != 0;
-    let mut requested = login.capabilities
+    let requested = login.capabilities
         & offered
         & !(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS).bits();
-    let upstream_tls =
-        match secure_upstream(server, &greeting, &login, requested, setup.upstream_tls).await {
-            Ok((upgraded, tls)) => {
-                server = upgraded;
-                if tls {
-                    requested |= CapabilityFlags::CLIENT_SSL.bits();
-                }
-                tls
-            }
-            Err(error) => {
-                refuse(
-                    &mut client,
-                    &format!(
-                        "Tollgate could not log in to target '{}': {error}",
-                        setup.target
-                    ),
-                )
-                .await;
-                return Err(LoginError::Upstream(error));
-            }
-        };
-    if !upstream_tls && setup.upstream_tls.is_some() {
-        tracing::warn!(
-            target_name = setup.target,
-            "the database does not offer TLS; the gateway's login goes unencrypted"
-        );
-    }
-    if let Err(error) =
-        upstream_login(&mut server, &greeting, requested, &login, setup.credential).await
-    {
-        refuse(
-            &mut client,
-            &format!(
-                "Tollgate could not log in to target '{}': {error}",
-                setup.target
-            ),
-        )
-        .await;
-        return Err(LoginError::Upstream(error));
-    }
+    let server = match database_login(server, &greeting, &login, requested, &setup).await {
+        Ok(server) => server,
+        Err(error) => {
+            refuse(
+                &mut client,
+                &format!(
+                    "Tollgate could not log in to target '{}': {error}",
+                    setup.target
+                ),
+            )
+            .await;
+            return Err(LoginError::Upstream(error));
+        }
+    };
     client
         .write_packet(&handshake::ok_packet(greeting.status))
         .await?;
@@ -307,6 +281,31 @@ async fn client_password(
         password.pop();
     }
     Ok(password)
+}
+
+/// The database's half: TLS when the target wants it, then the gateway's own login.
+async fn database_login(
+    server: Leg<UpstreamStream>,
+    greeting: &ServerGreeting,
+    login: &handshake::ClientLogin,
+    requested: u32,
+    setup: &LoginSetup<'_>,
+) -> Result<Leg<UpstreamStream>, String> {
+    let (mut server, tls) =
+        secure_upstream(server, greeting, login, requested, setup.upstream_tls).await?;
+    if !tls && setup.upstream_tls.is_some() {
+        tracing::warn!(
+            target_name = setup.target,
+            "the database does not offer TLS; the gateway's login goes unencrypted"
+        );
+    }
+    let requested = if tls {
+        requested | CapabilityFlags::CLIENT_SSL.bits()
+    } else {
+        requested
+    };
+    upstream_login(&mut server, greeting, requested, login, setup.credential).await?;
+    Ok(server)
 }
 
 /// Upgrades the database leg to TLS when the target wants it and the database offers it;
