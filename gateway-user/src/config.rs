@@ -216,6 +216,11 @@ pub struct TargetConfig {
     /// TLS from the gateway to the database (for targets with a `login`).
     #[serde(default)]
     pub tls: UpstreamTlsConfig,
+    /// Whether clients may use `LOAD DATA LOCAL INFILE` (send a file of theirs to the
+    /// database). Off by default: the capability is then negotiated on neither leg, and the
+    /// database refuses the statement.
+    #[serde(default)]
+    pub local_infile: bool,
 }
 
 /// Whether the gateway's connection to a database uses TLS.

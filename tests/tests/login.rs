@@ -69,6 +69,9 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
         db.port,
         "mode = \"required\"",
         &db.dir().join("tls/ca.pem"),
+    ) + &format!(
+        "[[identities]]\nuser = \"bob\"\npassword_hash = \"{}\"\n",
+        hash_password("bob-pw")
     );
     let mut gateway =
         Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
@@ -112,7 +115,7 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
     );
 
     refusals(port);
-    python_connector_logs_in_and_cannot_change_user(port);
+    python_connector_changes_user(port);
 
     std::thread::sleep(Duration::from_millis(300));
     gateway.stop();
@@ -121,14 +124,22 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
         .iter()
         .filter(|e| e["type"] == "session.login" && e["accepted"] == true)
         .collect();
-    assert_eq!(accepted.len(), 5, "{events:?}");
+    // Four logins with the mariadb CLI, two with mysql-connector-python, each changing to bob
+    // once.
+    assert_eq!(accepted.len(), 8, "{events:?}");
+    assert_eq!(
+        accepted.iter().filter(|e| e["user"] == "bob").count(),
+        2,
+        "{events:?}"
+    );
     assert_eq!(accepted[0]["user"], "alice");
     assert_eq!(accepted[0]["upstream_user"], "app");
     let refused = events
         .iter()
         .filter(|e| e["type"] == "session.login" && e["accepted"] == false)
         .count();
-    assert_eq!(refused, 4, "{events:?}");
+    // Four refused logins, and three refused changes of user per connector run.
+    assert_eq!(refused, 4 + 2 * 3, "{events:?}");
     assert!(
         events.iter().any(|e| e["type"] == "session.login"
             && e["user"] == "mallory"
@@ -150,42 +161,265 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
     }
 }
 
-/// mysql-connector-python logs in through the gateway too (TLS, `caching_sha2_password` full
-/// authentication), and a `COM_CHANGE_USER` to the database account is refused, not relayed.
-fn python_connector_logs_in_and_cannot_change_user(port: u16) {
-    let script = format!(
-        r#"
+/// mysql-connector-python (pure and C extension) logs in through the gateway too (TLS,
+/// `caching_sha2_password` full authentication) and changes user with `COM_CHANGE_USER`: the
+/// new identity is checked by the gateway, the database session is reset and switched to the
+/// requested database under the gateway's account; wrong passwords, and the database's own
+/// account, are refused while the session carries on; after three failures the gateway
+/// refuses further attempts.
+fn python_connector_changes_user(port: u16) {
+    for (variant, pure) in [("pure", "True"), ("C extension", "False")] {
+        let script = format!(
+            r#"
 import mysql.connector
-c = mysql.connector.connect(host="127.0.0.1", port={port}, user="alice", password="alice-pw", use_pure=True)
+c = mysql.connector.connect(host="127.0.0.1", port={port}, user="alice", password="alice-pw", use_pure={pure})
+assert c.is_connected()
 cur = c.cursor()
-cur.execute("SELECT CURRENT_USER()")
-print(cur.fetchall()[0][0])
-try:
-    c.cmd_change_user(username="app", password="app-pw")
-    print("changed")
-except mysql.connector.Error as e:
-    print("refused", e.errno)
+def one(sql):
+    cur.execute(sql)
+    return cur.fetchall()[0]
+print(one("SELECT CURRENT_USER()")[0])
+cur.execute("SET @marker = 42")
+def change(user, password, database=None):
+    try:
+        c.cmd_change_user(username=user, password=password, database=database)
+        return "changed"
+    except mysql.connector.Error as e:
+        return "refused %d" % e.errno
+print(change("bob", "bob-pw", "demo"))
+print(one("SELECT CURRENT_USER(), DATABASE(), @marker IS NULL, COUNT(*) > 0 FROM customers"))
+print(change("bob", "wrong-pw"))
+print(one("SELECT 1")[0])
+print(change("app", "app-pw"))
+print(change("mallory", "x"))
+print(change("bob", "bob-pw"))
+print(one("SELECT 2")[0])
 "#
-    );
-    let output = run_capture(Command::new("python3").args(["-c", &script])).expect("python");
-    let stdout = String::from_utf8_lossy(&output.stdout);
+        );
+        let output = run_capture(
+            Command::new("python3")
+                .args(["-c", &script])
+                .env("LD_LIBRARY_PATH", connector_vendor_libs()),
+        )
+        .expect("python");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success(),
+            "{variant}: {}{stdout}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(
+            stdout.lines().collect::<Vec<_>>(),
+            [
+                "app@%",
+                "changed",
+                "('app@%', 'demo', 1, 1)",
+                "refused 1045",
+                "1",
+                "refused 1045",
+                "refused 1045",
+                "refused 1047",
+                "2",
+            ],
+            "{variant}: {stdout}"
+        );
+        record_compatibility(
+            &format!("mysql-connector-python 26.10 ({variant})"),
+            "MariaDB 10.11",
+            "text, COM_CHANGE_USER",
+            "gateway: client TLS, identity table; upstream TLS",
+            "changes user (gateway re-authenticates); wrong passwords refused, session kept",
+        );
+    }
+}
+
+/// A database account with MariaDB's `client_ed25519` plugin: the gateway signs the
+/// database's nonce with the key derived from its password, at login and again when a client
+/// changes user.
+#[test]
+fn the_gateway_logs_in_to_an_ed25519_account() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    // As MariaDB's root, over its socket.
+    let output = run_capture(
+        Command::new("mariadb")
+            .arg(format!(
+                "--defaults-file={}",
+                db.dir().join("my.cnf").display()
+            ))
+            .arg("-e")
+            .arg(
+                "INSTALL SONAME 'auth_ed25519'; \
+                 CREATE USER ed@'%' IDENTIFIED VIA ed25519 USING PASSWORD('ed-pw'); \
+                 GRANT SELECT ON demo.* TO ed@'%'",
+            ),
+    )
+    .expect("mariadb");
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let port = free_port();
+    let config = login_config(
+        port,
+        db.port,
+        "mode = \"required\"",
+        &db.dir().join("tls/ca.pem"),
+    );
+    assert!(config.contains("user = \"app\""));
+    let config = config.replace("user = \"app\"", "user = \"ed\"");
+    let mut gateway =
+        Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "ed-pw")])
+            .expect("start gateway");
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["-D", "demo"],
+        "SELECT CURRENT_USER(), COUNT(*) > 0 FROM customers",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "ed@%\t1");
+    let script = format!(
+        r#"
+import mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port={port}, user="alice", password="alice-pw", use_pure=True)
+c.cmd_change_user(username="alice", password="alice-pw", database="demo")
+cur = c.cursor()
+cur.execute("SELECT CURRENT_USER(), DATABASE()")
+print(cur.fetchall()[0])
+"#
+    );
+    let output = run_capture(Command::new("python3").args(["-c", &script])).expect("python");
     assert_eq!(
-        stdout.lines().collect::<Vec<_>>(),
-        ["app@%", "refused 1227"],
-        "{stdout}"
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "('ed@%', 'demo')",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
     );
     record_compatibility(
-        "mysql-connector-python 26.10 (pure)",
+        "mariadb CLI 10.11, mysql-connector-python 26.10 (pure)",
         "MariaDB 10.11",
-        "text",
-        "gateway: client TLS, identity table; upstream TLS",
-        "logs in; COM_CHANGE_USER refused",
+        "text, COM_CHANGE_USER",
+        "gateway: client TLS; upstream client_ed25519 account",
+        "logs in and changes user",
     );
+    gateway.stop();
+    assert!(!gateway.log_text().contains("ed-pw"));
+}
+
+/// `LOAD DATA LOCAL INFILE` is refused unless the target sets `local_infile = true`; then the
+/// client's file reaches the database and the recording names the file and its size.
+#[test]
+fn load_data_local_infile_is_off_unless_the_target_allows_it() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let ca = db.dir().join("tls/ca.pem");
+    let file = db.dir().join("rows.csv");
+    let rows: String = (1..=1000).map(|i| format!("{i},name-{i}\n")).collect();
+    std::fs::write(&file, &rows).expect("write csv");
+    let load = format!(
+        "CREATE DATABASE IF NOT EXISTS li; CREATE TABLE IF NOT EXISTS li.t (id INT, name TEXT); \
+         LOAD DATA LOCAL INFILE '{}' INTO TABLE li.t FIELDS TERMINATED BY ','; \
+         SELECT COUNT(*), SUM(id) FROM li.t; DROP DATABASE li",
+        file.display()
+    );
+    let (off_port, on_port) = (free_port(), free_port());
+    let off = login_config(off_port, db.port, "mode = \"required\"", &ca);
+    let on = login_config(on_port, db.port, "mode = \"required\"", &ca)
+        .replace("[targets.login]", "local_infile = true\n[targets.login]");
+    let env = [("TOLLGATE_TEST_DB_PASSWORD", "app-pw")];
+    let mut gateway_off = Gateway::start_with_env(None, &off, &env).expect("gateway");
+    let mut gateway_on = Gateway::start_with_env(None, &on, &env).expect("gateway");
+
+    let (ok, _, err) = client(off_port, "alice", "alice-pw", &["--local-infile=1"], &load);
+    assert!(!ok, "refused by default");
+    assert!(err.contains("local infile"), "{err}");
+    let (ok, out, err) = client(on_port, "alice", "alice-pw", &["--local-infile=1"], &load);
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "1000\t500500");
+
+    gateway_off.stop();
+    gateway_on.stop();
+    let events = gateway_on.recorded_events();
+    let load_event = events
+        .iter()
+        .find(|e| {
+            e["type"] == "statement"
+                && e["sql"]
+                    .as_str()
+                    .is_some_and(|s| s.starts_with("LOAD DATA LOCAL INFILE"))
+        })
+        .unwrap_or_else(|| panic!("LOCAL INFILE recorded: {events:?}"));
+    assert_eq!(
+        load_event["local_infile"]["file"],
+        file.display().to_string()
+    );
+    assert_eq!(load_event["local_infile"]["bytes"], rows.len());
+    assert_eq!(load_event["affected_rows"], 1000);
+    record_compatibility(
+        "mariadb CLI 10.11",
+        "MariaDB 10.11",
+        "text, LOAD DATA LOCAL INFILE (target local_infile = true)",
+        "gateway: client TLS, identity table; upstream TLS",
+        "file loaded and recorded (name, size); refused by default",
+    );
+}
+
+/// A client that goes quiet in the middle of the gateway's login gets ERR 1159 when
+/// `limits.login_timeout` runs out, and the session is recorded as ended.
+#[test]
+fn a_stalled_client_login_gets_a_timeout_error() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let config = login_config(
+        port,
+        db.port,
+        "mode = \"required\"",
+        &db.dir().join("tls/ca.pem"),
+    ) + "[limits]\nlogin_timeout = \"1s\"\n";
+    let mut gateway =
+        Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
+            .expect("start gateway");
+    // Reads the greeting, then says nothing; prints the packet that follows.
+    let script = format!(
+        r#"
+import socket
+s = socket.create_connection(("127.0.0.1", {port}), timeout=10)
+def packet():
+    header = s.recv(4, socket.MSG_WAITALL)
+    return s.recv(int.from_bytes(header[:3], "little"), socket.MSG_WAITALL)
+assert packet()[0] == 10
+err = packet()
+print(err[0], int.from_bytes(err[1:3], "little"), err[3:9].decode(), err[9:].decode())
+"#
+    );
+    let output = run_capture(Command::new("python3").args(["-c", &script])).expect("python");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("255 1159 #08S01 Tollgate: the login did not finish within 1s"),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    gateway.stop();
+    let events = gateway.recorded_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "session.ended" && e["reason"] == "error"),
+        "{events:?}"
+    );
+}
+
+/// mysql-connector-python's C extension is linked against the OpenSSL it ships in
+/// `mysql/vendor` (newer than Debian 12's); it loads only with that directory on the library
+/// path.
+fn connector_vendor_libs() -> String {
+    let output = run_capture(Command::new("python3").args([
+        "-c",
+        "import mysql, os; print(os.path.join(list(mysql.__path__)[0], 'vendor'))",
+    ]))
+    .expect("python");
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
 #[test]

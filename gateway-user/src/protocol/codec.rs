@@ -1,13 +1,17 @@
 //! Framing of one leg: MySQL packets (3-byte length, sequence id, payloads over 16 MiB split
 //! into chunks) read from and written to a socket, with sequence ids checked.
 //!
-//! The framing itself is `mysql_common`'s `PacketCodec`; this wraps it with buffers and async
-//! I/O. "Need more bytes" is not an error: [`Leg::read_packet`] reads until a whole packet is
-//! there. An out-of-order sequence id is [`CodecError::OutOfSync`], never a panic.
+//! The plain framing is `mysql_common`'s `PacketCodec`; after [`Leg::compress`] it is the
+//! compressed protocol of [`super::compression`] (zlib or zstd). This wraps either with
+//! buffers and async I/O. "Need more bytes" is not an error: [`Leg::read_packet`] reads until
+//! a whole packet is there. An out-of-order sequence id is [`CodecError::OutOfSync`], a
+//! malformed compressed frame [`CodecError::Compression`], never a panic.
 
 use bytes::BytesMut;
 use mysql_common::proto::codec::{PacketCodec, error::PacketCodecError};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+
+use super::compression::{Algorithm, CompressedCodec, CompressionError};
 
 /// Largest logical packet accepted (MySQL's own upper bound for `max_allowed_packet`).
 pub const MAX_PACKET: usize = 1 << 30;
@@ -34,6 +38,9 @@ pub enum CodecError {
     /// The peer closed the connection in the middle of a packet.
     #[error("connection closed in the middle of a packet")]
     Truncated,
+    /// A compressed frame was malformed (or the compressor failed).
+    #[error("{0}")]
+    Compression(#[from] CompressionError),
 }
 
 impl From<PacketCodecError> for CodecError {
@@ -47,11 +54,22 @@ impl From<PacketCodecError> for CodecError {
     }
 }
 
+/// A leg's framing: plain, or compressed once negotiated. Carried across a TLS upgrade by
+/// [`Leg::into_parts`] and [`Leg::from_parts`].
+#[derive(Debug)]
+pub struct Framing(FramingKind);
+
+#[derive(Debug)]
+enum FramingKind {
+    Plain(PacketCodec),
+    Compressed(Box<CompressedCodec>),
+}
+
 /// One side of a session (the client's or the database's) as a stream of packets.
 #[derive(Debug)]
 pub struct Leg<S> {
     stream: S,
-    codec: PacketCodec,
+    codec: Framing,
     read_buf: BytesMut,
     write_buf: BytesMut,
     /// Bytes read from the socket, for the session totals.
@@ -67,7 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
         codec.max_allowed_packet = MAX_PACKET;
         Self {
             stream,
-            codec,
+            codec: Framing(FramingKind::Plain(codec)),
             read_buf: BytesMut::with_capacity(READ_CHUNK),
             write_buf: BytesMut::with_capacity(READ_CHUNK),
             bytes_read: 0,
@@ -77,16 +95,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
 
     /// Starts a new exchange: the next packet read or written has sequence id 0.
     pub fn reset_sequence(&mut self) {
-        self.codec.reset_seq_id();
+        match &mut self.codec.0 {
+            FramingKind::Plain(codec) => codec.reset_seq_id(),
+            FramingKind::Compressed(codec) => codec.reset_sequence(),
+        }
     }
 
     /// Decodes the next packet already in the buffer, without reading the socket.
     pub fn try_packet(&mut self) -> Result<Option<Vec<u8>>, CodecError> {
-        let mut payload = Vec::new();
-        if self.codec.decode(&mut self.read_buf, &mut payload)? {
-            Ok(Some(payload))
-        } else {
-            Ok(None)
+        match &mut self.codec.0 {
+            FramingKind::Plain(codec) => {
+                let mut payload = Vec::new();
+                if codec.decode(&mut self.read_buf, &mut payload)? {
+                    Ok(Some(payload))
+                } else {
+                    Ok(None)
+                }
+            }
+            FramingKind::Compressed(codec) => Ok(codec.decode(&mut self.read_buf)?),
         }
     }
 
@@ -97,7 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
                 return Ok(Some(packet));
             }
             if !self.fill().await? {
-                return if self.read_buf.is_empty() {
+                return if !self.has_buffered() {
                     Ok(None)
                 } else {
                     Err(CodecError::Truncated)
@@ -117,16 +143,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     /// Queues a packet (split into chunks as needed) with the next sequence id; it is sent by
     /// [`Leg::flush`], or earlier once enough is queued.
     pub async fn write_packet(&mut self, payload: &[u8]) -> Result<(), CodecError> {
-        let mut src = payload;
-        self.codec.encode(&mut src, &mut self.write_buf)?;
+        match &mut self.codec.0 {
+            FramingKind::Plain(codec) => {
+                let mut src = payload;
+                codec.encode(&mut src, &mut self.write_buf)?;
+            }
+            FramingKind::Compressed(codec) => codec.encode(payload, &mut self.write_buf)?,
+        }
         if self.write_buf.len() >= FLUSH_THRESHOLD {
-            self.flush().await?;
+            self.send().await?;
         }
         Ok(())
     }
 
-    /// Sends everything queued.
+    /// Sends everything queued (on a compressed leg: as a frame boundary, after which packet
+    /// sequence ids follow frame sequence ids, as MySQL's `net_flush` does).
     pub async fn flush(&mut self) -> Result<(), CodecError> {
+        if let FramingKind::Compressed(codec) = &mut self.codec.0 {
+            codec.flush(&mut self.write_buf)?;
+        }
+        self.send().await
+    }
+
+    /// Writes the bytes already framed.
+    async fn send(&mut self) -> Result<(), CodecError> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
             self.bytes_written += self.write_buf.len() as u64;
@@ -139,23 +179,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     #[must_use]
     pub fn has_buffered(&self) -> bool {
         !self.read_buf.is_empty()
+            || matches!(&self.codec.0, FramingKind::Compressed(codec) if codec.has_buffered())
     }
 
-    /// Switches this leg to the compressed protocol (zlib), as negotiated with
-    /// `CLIENT_COMPRESS`; takes effect for the next packet.
-    pub fn compress(&mut self) {
-        self.codec
-            .compress(mysql_common::proto::codec::Compression::default());
+    /// Switches this leg to the compressed protocol with `algorithm` (zlib for
+    /// `CLIENT_COMPRESS`, zstd for `CLIENT_ZSTD_COMPRESSION_ALGORITHM`); takes effect for the
+    /// next packet, with sequence ids from 0.
+    pub fn compress(&mut self, algorithm: Algorithm) -> Result<(), CodecError> {
+        let codec = CompressedCodec::new(algorithm, MAX_PACKET)?;
+        self.codec = Framing(FramingKind::Compressed(Box::new(codec)));
+        Ok(())
     }
 
-    /// Takes the leg apart to change its stream (a TLS upgrade): the stream, the codec (whose
-    /// sequence id carries on), and bytes already read but not decoded.
-    pub fn into_parts(self) -> (S, PacketCodec, BytesMut) {
+    /// The compressed protocol's algorithm, when this leg uses it.
+    #[must_use]
+    pub fn compression(&self) -> Option<Algorithm> {
+        match &self.codec.0 {
+            FramingKind::Plain(_) => None,
+            FramingKind::Compressed(codec) => Some(codec.algorithm()),
+        }
+    }
+
+    /// Takes the leg apart to change its stream (a TLS upgrade): the stream, the framing
+    /// (whose sequence id carries on), and bytes already read but not decoded.
+    pub fn into_parts(self) -> (S, Framing, BytesMut) {
         (self.stream, self.codec, self.read_buf)
     }
 
-    /// Rebuilds a leg on a new stream with the codec of [`Leg::into_parts`].
-    pub fn from_parts(stream: S, codec: PacketCodec, bytes_read: u64, bytes_written: u64) -> Self {
+    /// Rebuilds a leg on a new stream with the framing of [`Leg::into_parts`].
+    pub fn from_parts(stream: S, codec: Framing, bytes_read: u64, bytes_written: u64) -> Self {
         Self {
             stream,
             codec,

@@ -142,6 +142,8 @@ pub struct ClientLogin {
     /// MariaDB extended capabilities the client asked for (0 for a MySQL client, which sets
     /// `CLIENT_MYSQL`); they change the column definitions a MariaDB server sends.
     pub mariadb_extended: u32,
+    /// The zstd level a client asking for `CLIENT_ZSTD_COMPRESSION_ALGORITHM` sent.
+    pub zstd_level: Option<u8>,
 }
 
 /// Parses a protocol-41 handshake response.
@@ -183,6 +185,14 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
     } else {
         None
     };
+    // The zstd level is the last byte when zstd is asked for (after connection attributes,
+    // which a client sends only when the server offered them).
+    let zstd_level =
+        if capabilities & CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM.bits() != 0 {
+            r.rest().last().copied()
+        } else {
+            None
+        };
     Some(ClientLogin {
         capabilities,
         charset,
@@ -190,6 +200,7 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
         database,
         auth_plugin,
         mariadb_extended,
+        zstd_level,
     })
 }
 
@@ -248,24 +259,70 @@ pub fn build_upstream_login(
     p
 }
 
-/// The login answer for `plugin` with `nonce`; `None` for a plugin the gateway cannot use.
+/// The login answer for `plugin` to the database's `challenge` (the greeting's or an auth
+/// switch's plugin data); `None` for a plugin the gateway cannot use, or a challenge too short
+/// for it.
+///
+/// `mysql_native_password` and `caching_sha2_password` scramble with the first 20 bytes;
+/// MariaDB's `client_ed25519` signs the 32-byte nonce with a key derived from the password.
 #[must_use]
-pub fn scramble(plugin: &str, nonce: &[u8; NONCE_LEN], password: &[u8]) -> Option<Vec<u8>> {
+pub fn scramble(plugin: &str, challenge: &[u8], password: &[u8]) -> Option<Vec<u8>> {
     use mysql_common::auth::plugins::{
-        caching_sha2_password::scramble_sha256, mysql_native_password::scramble_native,
+        ChallengeResponsePlugin as _,
+        caching_sha2_password::scramble_sha256,
+        client_ed25519::{ClientEd25519, NONCE_BYTES},
+        mysql_native_password::scramble_native,
     };
     match plugin {
-        "mysql_native_password" => Some(
-            scramble_native(nonce, password)
-                .map(|s| s.to_vec())
-                .unwrap_or_default(),
-        ),
-        "caching_sha2_password" => Some(
-            scramble_sha256(nonce, password)
-                .map(|s| s.to_vec())
-                .unwrap_or_default(),
-        ),
+        "mysql_native_password" => {
+            let nonce = challenge.get(..NONCE_LEN)?;
+            Some(
+                scramble_native(nonce, password)
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            )
+        }
+        "caching_sha2_password" => {
+            let nonce: &[u8; NONCE_LEN] = challenge.get(..NONCE_LEN)?.try_into().ok()?;
+            Some(
+                scramble_sha256(nonce, password)
+                    .map(|s| s.to_vec())
+                    .unwrap_or_default(),
+            )
+        }
+        "client_ed25519" => {
+            let nonce = challenge.get(..NONCE_BYTES)?;
+            ClientEd25519::default()
+                .run(PasswordOnly(password), nonce)
+                .ok()
+                .and_then(|response| response.data().map(<[u8]>::to_vec))
+        }
         _ => None,
+    }
+}
+
+/// What `mysql_common`'s challenge-response plugins may ask for: here only the password.
+struct PasswordOnly<'p>(&'p [u8]);
+
+impl mysql_common::auth::plugins::Context for PasswordOnly<'_> {
+    fn pass(&self) -> &[u8] {
+        self.0
+    }
+
+    fn is_ipc_transport(&self) -> bool {
+        false
+    }
+
+    fn is_tls_transport(&self) -> bool {
+        false
+    }
+
+    fn scramble(&self) -> &[u8] {
+        &[]
+    }
+
+    fn server_key_pem(&self) -> Option<&[u8]> {
+        None
     }
 }
 
@@ -308,6 +365,45 @@ mod tests {
     }
 
     #[test]
+    fn a_zstd_client_login_ends_with_its_level() {
+        use CapabilityFlags as C;
+        let caps = C::CLIENT_PROTOCOL_41
+            | C::CLIENT_SECURE_CONNECTION
+            | C::CLIENT_PLUGIN_AUTH
+            | C::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA
+            | C::CLIENT_CONNECT_ATTRS
+            | C::CLIENT_ZSTD_COMPRESSION_ALGORITHM;
+        let mut p = caps.bits().to_le_bytes().to_vec();
+        p.extend_from_slice(&(1u32 << 24).to_le_bytes());
+        p.push(255);
+        p.extend_from_slice(&[0; 23]);
+        p.extend_from_slice(b"alice\0\0caching_sha2_password\0");
+        p.extend_from_slice(b"\x0b\x04_pid\x0512345");
+        p.push(7);
+        let login = parse_client_login(&p).expect("parse");
+        assert_eq!(login.zstd_level, Some(7));
+        assert_eq!(login.auth_plugin.as_deref(), Some("caching_sha2_password"));
+        // Connection attributes are only sent when the server offered them (the gateway does
+        // not): MySQL 9's client still sets the flag.
+        let mut no_attributes = p[..p.len() - 13].to_vec();
+        no_attributes.push(9);
+        assert_eq!(
+            parse_client_login(&no_attributes)
+                .expect("parse")
+                .zstd_level,
+            Some(9)
+        );
+        let without = (caps - C::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
+            .bits()
+            .to_le_bytes();
+        p[..4].copy_from_slice(&without);
+        assert_eq!(parse_client_login(&p).expect("parse").zstd_level, None);
+        for len in 0..p.len() {
+            let _ = parse_client_login(&p[..len]);
+        }
+    }
+
+    #[test]
     fn the_gateway_greeting_parses_back_with_its_own_nonce() {
         let nonce = *b"ABCDEFGHIJKLMNOPQRST";
         let bytes = build_greeting(&greeting(), greeting().capabilities, &nonce);
@@ -322,6 +418,26 @@ mod tests {
     }
 
     #[test]
+    fn ed25519_signs_the_nonce_with_the_password_derived_key() {
+        use ed25519_dalek::{Signature, Verifier as _, VerifyingKey};
+        use sha2::{Digest as _, Sha512};
+        let nonce = [7u8; 32];
+        let signature = scramble("client_ed25519", &nonce, b"secret").expect("ed25519");
+        // MariaDB stores the public key of the clamped first half of SHA-512(password).
+        let digest = Sha512::digest(b"secret");
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&digest[..32]);
+        let scalar = curve25519_dalek::Scalar::from_bytes_mod_order(
+            curve25519_dalek::scalar::clamp_integer(seed),
+        );
+        let public = curve25519_dalek::EdwardsPoint::mul_base(&scalar).compress();
+        let key = VerifyingKey::from_bytes(public.as_bytes()).expect("key");
+        let signature = Signature::from_slice(&signature).expect("64 bytes");
+        assert!(key.verify(&nonce, &signature).is_ok());
+        assert!(key.verify(&[8u8; 32], &signature).is_err());
+    }
+
+    #[test]
     fn upstream_login_parses_as_a_client_login() {
         let scrambled =
             scramble("mysql_native_password", &greeting().nonce, b"pw").expect("native");
@@ -332,6 +448,7 @@ mod tests {
             database: None,
             auth_plugin: None,
             mariadb_extended: 0,
+            zstd_level: None,
         };
         let bytes = build_upstream_login(
             greeting().capabilities,
@@ -350,7 +467,11 @@ mod tests {
             login.mariadb_extended, 0,
             "not asked for by the client: not requested"
         );
-        assert!(scramble("client_ed25519", &greeting().nonce, b"pw").is_none());
+        assert!(scramble("dialog", &greeting().nonce, b"pw").is_none());
+        assert!(
+            scramble("client_ed25519", &greeting().nonce, b"pw").is_none(),
+            "ed25519 needs a 32-byte nonce"
+        );
         assert!(new_nonce().iter().all(|b| (0x21..0x7f).contains(b)));
     }
 }

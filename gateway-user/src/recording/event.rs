@@ -94,6 +94,19 @@ pub struct StatementEvent {
     pub warnings: u64,
     /// The error, when the command failed.
     pub error: Option<StatementError>,
+    /// `LOAD DATA LOCAL INFILE`: the file the database asked the client for and the bytes the
+    /// client sent (the contents are not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_infile: Option<LocalInfile>,
+}
+
+/// A client file sent to the database for `LOAD DATA LOCAL INFILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalInfile {
+    /// The file name the database asked for (as the statement named it).
+    pub file: String,
+    /// Bytes of file contents the client sent (0 when it refused or could not read it).
+    pub bytes: u64,
 }
 
 /// An error answered to a command.

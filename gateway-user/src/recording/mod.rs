@@ -11,8 +11,8 @@ use std::path::Path;
 use tokio::{sync::mpsc, task::JoinHandle};
 
 pub use event::{
-    EndReason, EventKind, LoginEvent, ProcessInfo, RecordedEvent, SessionEnded, SessionStarted,
-    StatementError, StatementEvent,
+    EndReason, EventKind, LocalInfile, LoginEvent, ProcessInfo, RecordedEvent, SessionEnded,
+    SessionStarted, StatementError, StatementEvent,
 };
 pub use store::{Store, StoreError};
 

@@ -10,6 +10,7 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+mod change_user;
 mod relay;
 mod response;
 mod stream;
@@ -216,7 +217,7 @@ async fn login_phase<'c>(
     ctx: &'c SessionContext,
     client: TcpStream,
     server: TcpStream,
-    target: &TargetConfig,
+    target: &'c TargetConfig,
     session_id: Uuid,
     started: tokio::time::Instant,
 ) -> Option<relay::Relay<'c>> {
@@ -237,7 +238,9 @@ async fn login_phase<'c>(
                 .map(|c| (logins, c))
         });
     let Some((logins, credential)) = credential else {
-        return Some(relay::Relay::new(client, server, &ctx.recorder, session_id));
+        let mut relay = relay::Relay::new(client, server, &ctx.recorder, session_id);
+        relay.local_infile = target.local_infile;
+        return Some(relay);
     };
     let setup = terminate::LoginSetup {
         tls: &logins.tls,
@@ -247,15 +250,10 @@ async fn login_phase<'c>(
         upstream_tls: target_index
             .and_then(|i| logins.upstream_tls.get(i))
             .and_then(Option::as_ref),
+        local_infile: target.local_infile,
+        timeout: ctx.config.limits.login_timeout,
     };
-    let timeout = ctx.config.limits.login_timeout;
-    let login = tokio::time::timeout(timeout, terminate::login(client, server, setup))
-        .await
-        .unwrap_or_else(|_| {
-            Err(terminate::LoginError::Io(format!(
-                "the login did not finish within {timeout:?} (limits.login_timeout)"
-            )))
-        });
+    let login = terminate::login(client, server, setup).await;
     match login {
         Ok(login) => {
             record_login(

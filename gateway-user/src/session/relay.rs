@@ -9,7 +9,8 @@
 //! Capability edits, so that every response can be followed without buffering: the greeting
 //! never offers TLS or compression (the protocol engine terminates both later), query
 //! attributes, optional metadata, or MariaDB's progress reports, bulk execution and metadata
-//! caching; `LOCAL INFILE` is taken out of the client's request.
+//! caching; `LOCAL INFILE` is taken out of the client's request unless the target allows it
+//! (`local_infile`).
 
 use std::collections::HashMap;
 
@@ -20,7 +21,7 @@ use uuid::Uuid;
 use super::{
     response::{Outcome, StatementRecord},
     stream::{ClientStream, UpstreamStream},
-    terminate::Terminated,
+    terminate::{Reauthentication, Terminated},
 };
 use crate::{
     protocol::{
@@ -31,15 +32,21 @@ use crate::{
     recording::{EventKind, LoginEvent, RecordedEvent, Recorder},
 };
 
-/// Capabilities the gateway never lets a client and the database negotiate (see module doc).
-pub(super) fn stripped_capabilities() -> CapabilityFlags {
-    CapabilityFlags::CLIENT_SSL
+/// Capabilities the gateway never lets a client and the database negotiate (see module doc);
+/// `LOCAL INFILE` among them unless the target allows it.
+pub(super) fn stripped_capabilities(local_infile: bool) -> CapabilityFlags {
+    let stripped = CapabilityFlags::CLIENT_SSL
         | CapabilityFlags::CLIENT_COMPRESS
         | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM
         | CapabilityFlags::CLIENT_LOCAL_FILES
         | CapabilityFlags::CLIENT_QUERY_ATTRIBUTES
         | CapabilityFlags::CLIENT_OPTIONAL_RESULTSET_METADATA
-        | CapabilityFlags::CLIENT_PROGRESS_OBSOLETE
+        | CapabilityFlags::CLIENT_PROGRESS_OBSOLETE;
+    if local_infile {
+        stripped - CapabilityFlags::CLIENT_LOCAL_FILES
+    } else {
+        stripped
+    }
 }
 
 /// Most prepared statements remembered per session (for the SQL text of executes).
@@ -137,6 +144,9 @@ pub(super) enum RelayError {
     /// The login did not finish in time (`limits.login_timeout`).
     #[error("the login did not finish within {0:?} (limits.login_timeout)")]
     LoginTimeout(std::time::Duration),
+    /// The client broke off re-authenticating (`COM_CHANGE_USER`).
+    #[error("client re-authentication failed: {0}")]
+    Reauthentication(String),
 }
 
 /// Both legs of one session and what the relay tracks about them.
@@ -145,13 +155,19 @@ pub struct Relay<'r> {
     pub(super) server: Leg<UpstreamStream>,
     /// True when both legs agreed on `CLIENT_DEPRECATE_EOF` (OK packets end row streams).
     pub(super) deprecate_eof: bool,
-    recorder: &'r Recorder,
-    session_id: Uuid,
+    pub(super) recorder: &'r Recorder,
+    pub(super) session_id: Uuid,
     statements: u64,
     /// SQL text of prepared statements, by statement id.
     prepared: HashMap<u32, String>,
     /// True when the gateway already terminated the login (no handshake to relay).
     logged_in: bool,
+    /// For a terminated login: what `COM_CHANGE_USER` needs.
+    pub(super) reauthentication: Option<Reauthentication<'r>>,
+    /// Failed `COM_CHANGE_USER` attempts so far.
+    pub(super) failed_reauthentications: u8,
+    /// Whether `LOAD DATA LOCAL INFILE` is allowed (the target's `local_infile`).
+    pub(super) local_infile: bool,
 }
 
 impl<'r> Relay<'r> {
@@ -171,11 +187,14 @@ impl<'r> Relay<'r> {
             statements: 0,
             prepared: HashMap::new(),
             logged_in: false,
+            reauthentication: None,
+            failed_reauthentications: 0,
+            local_infile: false,
         }
     }
 
     /// Continues a session whose login the gateway terminated: only commands are left.
-    pub fn after_login(login: Terminated, recorder: &'r Recorder, session_id: Uuid) -> Self {
+    pub fn after_login(login: Terminated<'r>, recorder: &'r Recorder, session_id: Uuid) -> Self {
         Self {
             client: login.client,
             server: login.server,
@@ -185,6 +204,9 @@ impl<'r> Relay<'r> {
             statements: 0,
             prepared: HashMap::new(),
             logged_in: true,
+            reauthentication: Some(login.reauthentication),
+            failed_reauthentications: 0,
+            local_infile: login.local_infile,
         }
     }
 
@@ -228,7 +250,9 @@ impl<'r> Relay<'r> {
                 ErrPacket::new(1156, "Tollgate: got packets out of order from the client")
                     .with_sql_state(*b"08S01")
             }
-            RelayError::Downstream(_) | RelayError::DownstreamClosed => return,
+            RelayError::Downstream(_)
+            | RelayError::DownstreamClosed
+            | RelayError::Reauthentication(_) => return,
             RelayError::LoginTimeout(_) => {
                 ErrPacket::new(1159, format!("Tollgate: {error}")).with_sql_state(*b"08S01")
             }
@@ -266,9 +290,12 @@ impl<'r> Relay<'r> {
             }));
         }
         let offered =
-            packets::edit_greeting(&mut greeting, stripped_capabilities()).ok_or_else(|| {
-                RelayError::UpstreamProtocol("the greeting is not a protocol-10 handshake".into())
-            })?;
+            packets::edit_greeting(&mut greeting, stripped_capabilities(self.local_infile))
+                .ok_or_else(|| {
+                    RelayError::UpstreamProtocol(
+                        "the greeting is not a protocol-10 handshake".into(),
+                    )
+                })?;
         self.forward(&greeting).await?;
         self.client.flush().await.map_err(RelayError::Downstream)?;
 
@@ -282,8 +309,10 @@ impl<'r> Relay<'r> {
             .await?;
             return Err(RelayError::DownstreamClosed);
         }
-        let Some(login) = packets::edit_handshake_response(&mut response, stripped_capabilities())
-        else {
+        let Some(login) = packets::edit_handshake_response(
+            &mut response,
+            stripped_capabilities(self.local_infile),
+        ) else {
             self.refuse_client(
                 1043,
                 *b"08S01",
@@ -396,14 +425,11 @@ impl<'r> Relay<'r> {
                     self.refuse_client(1227, *b"42000", message).await?;
                     record.outcome.refused(1227, message);
                 }
-                // The gateway terminated the login: a change of user would put a client-chosen
-                // database login on the gateway's connection. Re-authentication against the
-                // gateway is not implemented yet, so it is refused.
+                // The gateway terminated the login: the client proves the new identity to the
+                // gateway, which re-authenticates its own account on the database.
                 com::CHANGE_USER if self.logged_in => {
-                    let message = "Tollgate: COM_CHANGE_USER is not supported through the \
-                                   gateway's login; open a new connection as the other user";
-                    self.refuse_client(1227, *b"42000", message).await?;
-                    record.outcome.refused(1227, message);
+                    self.prepared.clear();
+                    self.change_user(&command, &mut record.outcome).await?;
                 }
                 0x00 | 0x20.. => {
                     let message = "Tollgate: unknown or unsupported command";
@@ -477,7 +503,7 @@ impl<'r> Relay<'r> {
     }
 
     /// Sends an ERR to the client (sequence id after its command) and keeps the session.
-    async fn refuse_client(
+    pub(super) async fn refuse_client(
         &mut self,
         code: u16,
         sql_state: [u8; 5],
@@ -506,7 +532,7 @@ impl<'r> Relay<'r> {
     }
 
     /// The next packet from the client, mid-exchange.
-    async fn client_packet(&mut self) -> Result<Vec<u8>, RelayError> {
+    pub(super) async fn client_packet(&mut self) -> Result<Vec<u8>, RelayError> {
         match self.client.read_packet().await {
             Ok(Some(packet)) => Ok(packet),
             Ok(None) => Err(RelayError::DownstreamClosed),

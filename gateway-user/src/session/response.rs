@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 use super::relay::{Relay, RelayError, command_name};
 use crate::{
     protocol::packets::{self, ErrInfo, OkInfo},
-    recording::{StatementError, StatementEvent},
+    recording::{LocalInfile, StatementError, StatementEvent},
 };
 
 /// Column names recorded per statement at most (the rest are counted only).
@@ -39,6 +39,8 @@ pub struct Outcome {
     pub error: Option<ErrInfo>,
     /// Statement id, for `COM_STMT_PREPARE`.
     pub statement_id: Option<u32>,
+    /// The client file sent for `LOAD DATA LOCAL INFILE`.
+    pub local_infile: Option<LocalInfile>,
 }
 
 impl Outcome {
@@ -135,6 +137,7 @@ impl StatementRecord {
                 sql_state: e.sql_state,
                 message: e.message,
             }),
+            local_infile: outcome.local_infile,
         }
     }
 }
@@ -167,6 +170,10 @@ impl Relay<'_> {
                     }
                     return Ok(());
                 }
+                Some(0xfb) if self.local_infile => {
+                    self.local_infile_upload(&first, outcome).await?;
+                    continue;
+                }
                 Some(0xfb) => {
                     return Err(RelayError::UpstreamProtocol(
                         "LOCAL INFILE requested although it was not negotiated".into(),
@@ -197,6 +204,33 @@ impl Relay<'_> {
                 return Ok(());
             }
         }
+    }
+
+    /// `LOAD DATA LOCAL INFILE`: the database asked (in `request`, already forwarded) for a
+    /// client file; the client's packets go to the database until the empty one that ends
+    /// the file (sent also when the client refuses). Then the database's OK or ERR follows.
+    async fn local_infile_upload(
+        &mut self,
+        request: &[u8],
+        outcome: &mut Outcome,
+    ) -> Result<(), RelayError> {
+        let file = String::from_utf8_lossy(request.get(1..).unwrap_or_default()).into_owned();
+        self.client.flush().await.map_err(RelayError::Downstream)?;
+        let mut bytes = 0u64;
+        loop {
+            let chunk = self.client_packet().await?;
+            self.server
+                .write_packet(&chunk)
+                .await
+                .map_err(RelayError::Upstream)?;
+            if chunk.is_empty() {
+                break;
+            }
+            bytes += chunk.len() as u64;
+        }
+        self.server.flush().await.map_err(RelayError::Upstream)?;
+        outcome.local_infile = Some(LocalInfile { file, bytes });
+        Ok(())
     }
 
     /// Rows until a terminator (or an ERR); true when another result set follows.

@@ -13,7 +13,9 @@
 //! with the server's RSA key), including auth switches.
 
 use mysql_common::constants::CapabilityFlags;
-use tokio::net::TcpStream;
+use std::time::Duration;
+
+use tokio::{net::TcpStream, time::Instant};
 use tokio_rustls::TlsAcceptor;
 
 use super::stream::{ClientStream, Prefixed, UpstreamStream};
@@ -22,6 +24,7 @@ use crate::{
     protocol::{
         ErrPacket,
         codec::{CodecError, Leg},
+        compression::Algorithm,
         handshake::{self, NONCE_LEN, ServerGreeting},
         packets,
     },
@@ -30,12 +33,12 @@ use crate::{
 /// Capabilities never negotiated between the legs (see `relay.rs`), and connection
 /// attributes, which the gateway does not forward; TLS is added back on the client leg, where
 /// the gateway terminates it.
-fn stripped() -> CapabilityFlags {
-    super::relay::stripped_capabilities() | CapabilityFlags::CLIENT_CONNECT_ATTRS
+fn stripped(local_infile: bool) -> CapabilityFlags {
+    super::relay::stripped_capabilities(local_infile) | CapabilityFlags::CLIENT_CONNECT_ATTRS
 }
 
 /// A finished login: both legs authenticated.
-pub struct Terminated {
+pub struct Terminated<'a> {
     /// The client's leg (TLS).
     pub client: Leg<ClientStream>,
     /// The database's leg.
@@ -46,6 +49,28 @@ pub struct Terminated {
     pub user: String,
     /// The initial database.
     pub database: Option<String>,
+    /// Whether `LOAD DATA LOCAL INFILE` was allowed for the session.
+    pub local_infile: bool,
+    /// What re-authenticating the client later (`COM_CHANGE_USER`) needs.
+    pub reauthentication: Reauthentication<'a>,
+}
+
+/// What `COM_CHANGE_USER` needs once the login is done: the client proves the new identity to
+/// the gateway (as at login), and the gateway re-authenticates its own account on the
+/// database, which resets the database session as the client expects.
+pub struct Reauthentication<'a> {
+    /// Who may log in.
+    pub identities: &'a IdentityTable,
+    /// The gateway's own database account.
+    pub credential: &'a UpstreamCredential,
+    /// The database's login nonce (a `COM_CHANGE_USER` answer is computed against it).
+    pub nonce: [u8; NONCE_LEN],
+    /// The database's default authentication plugin.
+    pub plugin: String,
+    /// Capabilities the client negotiated (they decide how its `COM_CHANGE_USER` is laid out).
+    pub client_capabilities: u32,
+    /// The client's character set at login (kept when a `COM_CHANGE_USER` names none).
+    pub charset: u8,
 }
 
 /// Why a terminated login failed; the client has been told already when it makes sense.
@@ -65,6 +90,10 @@ pub enum LoginError {
     /// A socket failed.
     #[error("{0}")]
     Io(String),
+    /// The login did not finish within `limits.login_timeout`; the client got ERR 1159 when
+    /// it could still read one.
+    #[error("the login did not finish within {0:?} (limits.login_timeout)")]
+    Timeout(std::time::Duration),
 }
 
 impl From<CodecError> for LoginError {
@@ -85,6 +114,36 @@ pub struct LoginSetup<'a> {
     pub target: &'a str,
     /// TLS toward the database, unless disabled for the target.
     pub upstream_tls: Option<&'a UpstreamTls>,
+    /// Whether `LOAD DATA LOCAL INFILE` is allowed (the target's `local_infile`).
+    pub local_infile: bool,
+    /// How long the whole login may take (`limits.login_timeout`).
+    pub timeout: Duration,
+}
+
+/// When the login must be over, and the limit that set it (for messages).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Deadline {
+    at: Instant,
+    limit: Duration,
+}
+
+impl Deadline {
+    fn after(limit: Duration) -> Self {
+        Self {
+            at: Instant::now() + limit,
+            limit,
+        }
+    }
+
+    /// Runs `step`, or fails with [`LoginError::Timeout`] once the deadline has passed.
+    async fn bound<T>(
+        self,
+        step: impl Future<Output = Result<T, LoginError>>,
+    ) -> Result<T, LoginError> {
+        tokio::time::timeout_at(self.at, step)
+            .await
+            .unwrap_or(Err(LoginError::Timeout(self.limit)))
+    }
 }
 
 /// TLS toward one target's database.
@@ -97,18 +156,26 @@ pub struct UpstreamTls {
     pub server_name: rustls::pki_types::ServerName<'static>,
 }
 
-/// Runs both logins.
+/// Runs both logins within `setup.timeout`; a client still waiting when it runs out gets
+/// ERR 1159.
 pub async fn login(
     client: TcpStream,
     server: TcpStream,
     setup: LoginSetup<'_>,
-) -> Result<Terminated, LoginError> {
+) -> Result<Terminated<'_>, LoginError> {
+    let deadline = Deadline::after(setup.timeout);
     let mut server = Leg::new(UpstreamStream::Plain(server));
     let mut client = Leg::new(ClientStream::Plain(client));
     server.reset_sequence();
     client.reset_sequence();
 
-    let greeting_bytes = read(&mut server).await?;
+    let greeting_bytes = match deadline.bound(read(&mut server)).await {
+        Ok(greeting) => greeting,
+        Err(error) => {
+            tell_timeout(&mut client, &error).await;
+            return Err(error);
+        }
+    };
     if greeting_bytes.first() == Some(&0xff) {
         client.write_packet(&greeting_bytes).await?;
         client.flush().await?;
@@ -119,11 +186,12 @@ pub async fn login(
     let greeting = handshake::parse_greeting(&greeting_bytes).ok_or_else(|| {
         LoginError::Upstream("the greeting is not a protocol-10 handshake".into())
     })?;
-    // Compression (zlib) is offered on the client's leg only, where the gateway terminates
-    // it; the database's leg stays uncompressed (usually local to the gateway).
-    let offered = (greeting.capabilities & !stripped().bits())
+    // Compression (zlib, zstd) is offered on the client's leg only, where the gateway
+    // terminates it; the database's leg stays uncompressed (usually local to the gateway).
+    let offered = (greeting.capabilities & !stripped(setup.local_infile).bits())
         | CapabilityFlags::CLIENT_SSL.bits()
         | CapabilityFlags::CLIENT_COMPRESS.bits()
+        | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM.bits()
         | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
         | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits();
     let nonce = handshake::new_nonce();
@@ -132,40 +200,72 @@ pub async fn login(
         .await?;
     client.flush().await?;
 
-    let (mut client, login) = client_login(client, &setup).await?;
+    let (mut client, login) = client_login(client, &setup, deadline).await?;
 
-    let compress = login.capabilities & offered & CapabilityFlags::CLIENT_COMPRESS.bits() != 0;
+    let compression = Algorithm::negotiate(login.capabilities, offered, login.zstd_level);
     let requested = login.capabilities
         & offered
-        & !(CapabilityFlags::CLIENT_SSL | CapabilityFlags::CLIENT_COMPRESS).bits();
-    let server = match database_login(server, &greeting, &login, requested, &setup).await {
+        & !(CapabilityFlags::CLIENT_SSL
+            | CapabilityFlags::CLIENT_COMPRESS
+            | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
+            .bits();
+    let database = async {
+        database_login(server, &greeting, &login, requested, &setup)
+            .await
+            .map_err(LoginError::Upstream)
+    };
+    let server = match deadline.bound(database).await {
         Ok(server) => server,
+        Err(error @ LoginError::Timeout(_)) => {
+            tell_timeout(&mut client, &error).await;
+            return Err(error);
+        }
         Err(error) => {
+            let detail = match &error {
+                LoginError::Upstream(detail) => detail.clone(),
+                other => other.to_string(),
+            };
             refuse(
                 &mut client,
                 &format!(
-                    "Tollgate could not log in to target '{}': {error}",
+                    "Tollgate could not log in to target '{}': {detail}",
                     setup.target
                 ),
             )
             .await;
-            return Err(LoginError::Upstream(error));
+            return Err(error);
         }
     };
     client
         .write_packet(&handshake::ok_packet(greeting.status))
         .await?;
     client.flush().await?;
-    if compress {
+    if let Some(algorithm) = compression {
         // The OK above is the last uncompressed packet.
-        client.compress();
+        client.compress(algorithm)?;
+        tracing::info!(
+            user = login.user,
+            target_name = setup.target,
+            compression = %algorithm,
+            level = algorithm.level(),
+            "client leg compressed"
+        );
     }
     Ok(Terminated {
         client,
         server,
         deprecate_eof: requested & CapabilityFlags::CLIENT_DEPRECATE_EOF.bits() != 0,
+        reauthentication: Reauthentication {
+            identities: setup.identities,
+            credential: setup.credential,
+            nonce: greeting.nonce,
+            plugin: greeting.auth_plugin.clone(),
+            client_capabilities: login.capabilities & offered,
+            charset: login.charset,
+        },
         user: login.user,
         database: login.database,
+        local_infile: setup.local_infile,
     })
 }
 
@@ -174,11 +274,13 @@ pub async fn login(
 async fn client_login(
     mut client: Leg<ClientStream>,
     setup: &LoginSetup<'_>,
+    deadline: Deadline,
 ) -> Result<(Leg<ClientStream>, handshake::ClientLogin), LoginError> {
-    let mut response = read(&mut client).await?;
+    let mut response = read_client(&mut client, Some(deadline)).await?;
     if packets::requests_tls(&response) {
-        client = upgrade(client, setup.tls).await?;
-        response = read(&mut client).await?;
+        // Mid-handshake there is no way to tell the client anything.
+        client = deadline.bound(upgrade(client, setup.tls)).await?;
+        response = read_client(&mut client, Some(deadline)).await?;
     }
     let login = handshake::parse_client_login(&response).ok_or_else(|| LoginError::Refused {
         user: String::new(),
@@ -196,7 +298,8 @@ async fn client_login(
             reason: "no TLS".into(),
         });
     }
-    let password = client_password(&mut client, login.auth_plugin.as_deref()).await?;
+    let password =
+        client_password(&mut client, login.auth_plugin.as_deref(), Some(deadline)).await?;
     let identities = setup.identities.clone();
     let user = login.user.clone();
     let verified = tokio::task::spawn_blocking(move || identities.verify(&user, &password))
@@ -229,6 +332,31 @@ where
         .ok_or_else(|| LoginError::Io("connection closed during the login".into()))
 }
 
+/// The client's next packet; once `deadline` passes, the client gets ERR 1159 instead.
+async fn read_client(
+    client: &mut Leg<ClientStream>,
+    deadline: Option<Deadline>,
+) -> Result<Vec<u8>, LoginError> {
+    let Some(deadline) = deadline else {
+        return read(client).await;
+    };
+    let result = deadline.bound(read(client)).await;
+    if let Err(error) = &result {
+        tell_timeout(client, error).await;
+    }
+    result
+}
+
+/// Sends ERR 1159 (08S01) when `error` is a timeout.
+async fn tell_timeout(client: &mut Leg<ClientStream>, error: &LoginError) {
+    if let LoginError::Timeout(_) = error {
+        let packet = ErrPacket::new(1159, format!("Tollgate: {error}")).with_sql_state(*b"08S01");
+        if client.write_packet(&packet.payload(true)).await.is_ok() {
+            let _ = client.flush().await;
+        }
+    }
+}
+
 /// Turns the client's leg into TLS, keeping its sequence ids and any bytes already read.
 async fn upgrade(
     client: Leg<ClientStream>,
@@ -257,10 +385,13 @@ async fn upgrade(
     ))
 }
 
-/// Gets the client's password in clear text (inside TLS) through `caching_sha2_password`.
-async fn client_password(
+/// Gets the client's password in clear text (inside TLS) through `caching_sha2_password`:
+/// an auth switch for clients that started with another plugin, then "perform full
+/// authentication". Also used for `COM_CHANGE_USER`.
+pub(super) async fn client_password(
     client: &mut Leg<ClientStream>,
     plugin: Option<&str>,
+    deadline: Option<Deadline>,
 ) -> Result<Vec<u8>, LoginError> {
     if plugin != Some("caching_sha2_password") {
         client
@@ -270,13 +401,14 @@ async fn client_password(
             ))
             .await?;
         client.flush().await?;
-        read(client).await?; // the scramble: useless to a gateway that stores argon2 hashes
+        // The scramble: useless to a gateway that stores argon2 hashes.
+        read_client(client, deadline).await?;
     }
     client
         .write_packet(&handshake::PERFORM_FULL_AUTHENTICATION)
         .await?;
     client.flush().await?;
-    let mut password = read(client).await?;
+    let mut password = read_client(client, deadline).await?;
     if password.last() == Some(&0) {
         password.pop();
     }
@@ -376,10 +508,9 @@ async fn upstream_login(
     login: &handshake::ClientLogin,
     credential: &UpstreamCredential,
 ) -> Result<(), String> {
-    let io = |e: CodecError| e.to_string();
-    let mut plugin = greeting.auth_plugin.clone();
-    let mut nonce = greeting.nonce;
-    let answer = handshake::scramble(&plugin, &nonce, credential.password()).unwrap_or_default();
+    let plugin = &greeting.auth_plugin;
+    let answer =
+        handshake::scramble(plugin, &greeting.nonce, credential.password()).unwrap_or_default();
     let response = handshake::build_upstream_login(
         capabilities,
         greeting,
@@ -387,10 +518,36 @@ async fn upstream_login(
         &credential.user,
         &answer,
         login.database.as_deref(),
-        &plugin,
+        plugin,
     );
-    server.write_packet(&response).await.map_err(io)?;
-    server.flush().await.map_err(io)?;
+    server
+        .write_packet(&response)
+        .await
+        .map_err(|e| e.to_string())?;
+    server.flush().await.map_err(|e| e.to_string())?;
+    let end = upstream_authentication(server, &greeting.nonce, credential).await?;
+    if end.first() == Some(&0xff) {
+        return Err(packets::parse_err(&end).map_or_else(
+            || "refused".to_owned(),
+            |e| format!("{} {}", e.code, e.message),
+        ));
+    }
+    Ok(())
+}
+
+/// Follows the database's side of an authentication exchange the gateway started with its own
+/// credential (a handshake response or `COM_CHANGE_USER`), answering auth switches
+/// (`mysql_native_password`, `caching_sha2_password`, `client_ed25519`), the
+/// `caching_sha2_password` fast and full paths (the password in clear text inside TLS, else
+/// encrypted with the server's RSA key). Returns the database's final OK or ERR packet; `Err`
+/// when the exchange itself broke.
+pub(super) async fn upstream_authentication(
+    server: &mut Leg<UpstreamStream>,
+    challenge: &[u8],
+    credential: &UpstreamCredential,
+) -> Result<Vec<u8>, String> {
+    let io = |e: CodecError| e.to_string();
+    let mut challenge = challenge.to_vec();
     loop {
         let packet = server
             .read_packet()
@@ -398,23 +555,19 @@ async fn upstream_login(
             .map_err(io)?
             .ok_or("the database closed the connection during the login")?;
         match packet.first() {
-            Some(0x00) => return Ok(()),
-            Some(0xff) => {
-                let error = packets::parse_err(&packet);
-                return Err(error.map_or_else(
-                    || "refused".to_owned(),
-                    |e| format!("{} {}", e.code, e.message),
-                ));
-            }
+            Some(0x00 | 0xff) => return Ok(packet),
             Some(0xfe) => {
                 let mut r = packets::Reader::new(packet.get(1..).unwrap_or_default());
-                plugin = String::from_utf8_lossy(r.nul_bytes().unwrap_or_default()).into_owned();
-                let data = r.rest();
-                if let Some(fresh) = data.get(..NONCE_LEN) {
-                    nonce.copy_from_slice(fresh);
-                }
-                let answer = handshake::scramble(&plugin, &nonce, credential.password())
-                    .ok_or_else(|| format!("the database asks for auth plugin {plugin}, which the gateway does not support yet"))?;
+                let plugin =
+                    String::from_utf8_lossy(r.nul_bytes().unwrap_or_default()).into_owned();
+                challenge = r.rest().to_vec();
+                let answer = handshake::scramble(&plugin, &challenge, credential.password())
+                    .ok_or_else(|| {
+                        format!(
+                            "the database asks for auth plugin {plugin}, which the gateway \
+                             does not support"
+                        )
+                    })?;
                 server.write_packet(&answer).await.map_err(io)?;
                 server.flush().await.map_err(io)?;
             }
@@ -434,6 +587,9 @@ async fn upstream_login(
             Some(0x01) => {
                 // The server's public key: send the password encrypted with it.
                 let key = packet.get(1..).unwrap_or_default();
+                let nonce = challenge
+                    .get(..NONCE_LEN)
+                    .ok_or("the database's nonce is too short for caching_sha2_password")?;
                 let mut secret = zeroize::Zeroizing::new(credential.password().to_vec());
                 secret.push(0);
                 for (i, byte) in secret.iter_mut().enumerate() {

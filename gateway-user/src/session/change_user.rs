@@ -1,0 +1,133 @@
+//! `COM_CHANGE_USER` after a login the gateway terminated: the client proves the new identity
+//! to the gateway exactly as at login (inside TLS, against the identity table), and the
+//! gateway re-authenticates its *own* account on the database with a `COM_CHANGE_USER` of its
+//! own, which resets the database session (transaction, temporary tables, variables, prepared
+//! statements) and switches the default database and character set as the client asked. The
+//! client's credential never reaches the database.
+//!
+//! As on MariaDB and MySQL, a failed attempt leaves the session as it was (still the previous
+//! identity), and after [`MAX_FAILED_REAUTHENTICATIONS`] failures further attempts on the
+//! connection are refused outright, against password guessing.
+
+use super::{relay::Relay, relay::RelayError, response::Outcome, terminate};
+use crate::{
+    protocol::{change_user, handshake, packets},
+    recording::{EventKind, LoginEvent, RecordedEvent},
+};
+
+/// Failed `COM_CHANGE_USER` attempts allowed per connection.
+pub const MAX_FAILED_REAUTHENTICATIONS: u8 = 3;
+
+impl Relay<'_> {
+    /// Handles one `COM_CHANGE_USER` (the whole packet in `command`), answering the client and
+    /// recording the outcome; `Err` only when a leg broke.
+    pub(super) async fn change_user(
+        &mut self,
+        command: &[u8],
+        outcome: &mut Outcome,
+    ) -> Result<(), RelayError> {
+        let Some(reauth) = self.reauthentication.as_ref() else {
+            return Err(RelayError::Reauthentication(
+                "no terminated login to re-authenticate against".into(),
+            ));
+        };
+        let (identities, credential) = (reauth.identities, reauth.credential);
+        let (nonce, plugin) = (reauth.nonce, reauth.plugin.clone());
+        let charset = u16::from(reauth.charset);
+        if self.failed_reauthentications >= MAX_FAILED_REAUTHENTICATIONS {
+            let message = "Tollgate: too many failed COM_CHANGE_USER attempts on this connection";
+            self.refuse_client(1047, *b"08S01", message).await?;
+            outcome.refused(1047, message);
+            return Ok(());
+        }
+        let Some(request) = change_user::parse(command, reauth.client_capabilities) else {
+            let message = "Tollgate: malformed COM_CHANGE_USER packet";
+            self.refuse_client(1047, *b"08S01", message).await?;
+            outcome.refused(1047, message);
+            return Ok(());
+        };
+
+        // The client's half, inside TLS as at login, but always through an auth switch with a
+        // fresh nonce: the client's own answer in the request was computed against the login's
+        // nonce, and some clients (libmysqlclient) send none and wait for one.
+        let password = terminate::client_password(&mut self.client, None, None)
+            .await
+            .map_err(|e| RelayError::Reauthentication(e.to_string()))?;
+        let user = request.user.clone();
+        let identities = identities.clone();
+        let verified = tokio::task::spawn_blocking(move || identities.verify(&user, &password))
+            .await
+            .unwrap_or(false);
+        if !verified {
+            self.failed_reauthentications += 1;
+            let message = format!(
+                "Access denied for user '{}' (Tollgate: unknown user or wrong password)",
+                request.user
+            );
+            self.refuse_client(1045, *b"28000", &message).await?;
+            outcome.refused(1045, &message);
+            self.record_change(&request, &credential.user, Some((1045, message)))
+                .await;
+            return Ok(());
+        }
+
+        // The database's half, with the gateway's own account.
+        let answer =
+            handshake::scramble(&plugin, &nonce, credential.password()).unwrap_or_default();
+        let packet = change_user::build(
+            &credential.user,
+            &answer,
+            request.database.as_deref(),
+            request.charset.unwrap_or(charset),
+            &plugin,
+        );
+        self.server.reset_sequence();
+        self.server
+            .write_packet(&packet)
+            .await
+            .map_err(RelayError::Upstream)?;
+        self.server.flush().await.map_err(RelayError::Upstream)?;
+        let end = terminate::upstream_authentication(&mut self.server, &nonce, credential)
+            .await
+            .map_err(RelayError::UpstreamProtocol)?;
+        self.forward(&end).await?;
+        let refused = packets::parse_err(&end);
+        let error = refused
+            .as_ref()
+            .map(|e| (e.code, format!("database: {}", e.message)));
+        if let Some(refused) = refused {
+            outcome.error(refused);
+        }
+        self.record_change(&request, &credential.user, error).await;
+        Ok(())
+    }
+
+    /// Records the attempt as a `session.login` event (the new identity, or why not).
+    async fn record_change(
+        &self,
+        request: &change_user::ChangeUser,
+        upstream_user: &str,
+        refused: Option<(u16, String)>,
+    ) {
+        tracing::info!(
+            session_id = %self.session_id,
+            user = %request.user,
+            database = request.database.as_deref(),
+            accepted = refused.is_none(),
+            "change user"
+        );
+        self.recorder
+            .record(RecordedEvent::now(
+                self.session_id,
+                EventKind::Login(LoginEvent {
+                    user: request.user.clone(),
+                    upstream_user: Some(upstream_user.to_owned()),
+                    database: request.database.clone(),
+                    accepted: refused.is_none(),
+                    error_code: refused.as_ref().map(|r| r.0),
+                    error_message: refused.map(|r| r.1),
+                }),
+            ))
+            .await;
+    }
+}
