@@ -127,3 +127,68 @@ fn a_full_scenario_is_identical_through_the_gateway_and_fully_recorded() {
     );
     assert!(seqs.len() >= 17, "every command recorded: {seqs:?}");
 }
+
+/// Server-side cursors: `COM_STMT_EXECUTE` with `CURSOR_TYPE_READ_ONLY`, rows fetched in
+/// batches with `COM_STMT_FETCH` until `SERVER_STATUS_LAST_ROW_SENT`, `COM_STMT_RESET`,
+/// `COM_STMT_CLOSE`, with and without `CLIENT_DEPRECATE_EOF`. No driver in the matrix opens
+/// cursors, so `tests/clients/cursor_fetch.py` speaks the packets itself; its output must be
+/// identical directly and through the gateway, and every fetch must be recorded with its rows.
+#[test]
+fn cursor_fetch_with_and_without_deprecate_eof() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let mut gateway = Gateway::start(
+        None,
+        &tollgate_tests::direct_config(port, "db", db.port, ""),
+    )
+    .expect("start gateway");
+    let script = tollgate_tests::workspace_root().join("tests/clients/cursor_fetch.py");
+    for deprecate_eof in ["0", "1"] {
+        let run = |port: u16| {
+            let output = tollgate_tests::run_capture(
+                std::process::Command::new("python3").arg(&script).args([
+                    &port.to_string(),
+                    "app",
+                    "app-pw",
+                    deprecate_eof,
+                ]),
+            )
+            .expect("python");
+            assert!(
+                output.status.success(),
+                "deprecate_eof={deprecate_eof} port {port}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        let direct = run(db.port);
+        assert!(
+            direct.contains(r#""cursor": true, "first": [1, "row-1"], "rows": 1000"#),
+            "{direct}"
+        );
+        assert_eq!(run(port), direct, "deprecate_eof={deprecate_eof}");
+    }
+    record_compatibility(
+        "raw packets (tests/clients/cursor_fetch.py)",
+        "MariaDB 10.11",
+        "binary, server-side cursor + COM_STMT_FETCH, with and without DEPRECATE_EOF",
+        "relayed",
+        "identical",
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let fetches: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["type"] == "statement" && e["command"] == "stmt_fetch")
+        .collect();
+    assert_eq!(fetches.len(), 2 * 2 * 4, "4 batches, 2 executes, 2 runs");
+    let fetched: u64 = fetches.iter().filter_map(|e| e["rows"].as_u64()).sum();
+    assert_eq!(fetched, 2 * 2 * 1000);
+    assert!(
+        fetches
+            .iter()
+            .all(|e| e["sql"] == "SELECT seq, CONCAT('row-', seq) FROM seq_1_to_1000"),
+        "fetches carry the statement's SQL"
+    );
+}
