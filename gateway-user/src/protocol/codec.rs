@@ -123,10 +123,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
                 return Ok(Some(packet));
             }
             if !self.fill().await? {
-                return if !self.has_buffered() {
-                    Ok(None)
-                } else {
+                return if self.has_buffered() {
                     Err(CodecError::Truncated)
+                } else {
+                    Ok(None)
                 };
             }
         }
@@ -262,6 +262,52 @@ mod tests {
             leg.read_packet().await,
             Err(CodecError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn compressed_legs_round_trip_and_refuse_a_malformed_frame() {
+        for algorithm in [Algorithm::Zlib, Algorithm::zstd(Some(5))] {
+            let (a, b) = duplex(1 << 20);
+            let mut writer = Leg::new(a);
+            let mut reader = Leg::new(b);
+            writer.compress(algorithm).expect("compress");
+            reader.compress(algorithm).expect("compress");
+            assert_eq!(reader.compression(), Some(algorithm));
+            let packets: Vec<Vec<u8>> = (0..2000u32)
+                .map(|i| format!("row {i} {}", "x".repeat(i as usize % 300)).into_bytes())
+                .collect();
+            let expected = packets.clone();
+            let write = async move {
+                for packet in &packets {
+                    writer.write_packet(packet).await.expect("queue");
+                }
+                writer.flush().await.expect("flush");
+                writer
+            };
+            let read = async move {
+                let mut got = Vec::new();
+                for _ in 0..expected.len() {
+                    got.push(reader.read_packet().await.expect("read").expect("packet"));
+                }
+                (reader, got == expected)
+            };
+            let (_writer, (reader, same)) = tokio::join!(write, read);
+            assert!(same, "{algorithm}");
+            assert!(!reader.has_buffered());
+
+            // A frame announcing 100 inflated bytes that hold garbage.
+            let (mut peer, ours) = duplex(1024);
+            let mut leg = Leg::new(ours);
+            leg.compress(algorithm).expect("compress");
+            let mut frame = vec![60, 0, 0, 0, 100, 0, 0];
+            frame.extend_from_slice(&[0x55; 60]);
+            peer.write_all(&frame).await.expect("write");
+            assert!(matches!(
+                leg.read_packet().await,
+                Err(CodecError::Compression(_))
+            ));
+            drop(reader);
+        }
     }
 
     #[tokio::test]

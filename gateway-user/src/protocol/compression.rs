@@ -566,6 +566,9 @@ mod tests {
         assert_eq!(c.decode(&mut wire).expect("decode"), Some(vec![0x0e]));
     }
 
+    /// Whether an error is the one a malformed frame should give.
+    type Expected = fn(&CompressionError) -> bool;
+
     #[test]
     fn malformed_frames_are_errors() {
         let zero_payload = frame(0, 10, &[]);
@@ -577,7 +580,7 @@ mod tests {
         let zstd_plain = zstd::bulk::compress(&plain, 3).expect("zstd");
         let zstd_longer = frame(0, 100, &zstd_plain);
         let zstd_shorter = frame(0, 300, &zstd_plain);
-        let cases: [(Algorithm, &[u8], fn(&CompressionError) -> bool); 7] = [
+        let cases: [(Algorithm, &[u8], Expected); 7] = [
             (Algorithm::Zlib, &zero_payload, |e| {
                 matches!(e, CompressionError::EmptyPayload(10))
             }),
@@ -693,7 +696,7 @@ mod tests {
         for algorithm in algorithms() {
             let packets: Vec<Vec<u8>> = sizes
                 .iter()
-                .map(|&n| (0..n).map(|i| (i % 251) as u8).collect())
+                .map(|&n| (0..n).map(|i| u8::try_from(i % 251).unwrap_or(0)).collect())
                 .collect();
             assert_eq!(round_trip(algorithm, &packets), packets, "{algorithm}");
         }
@@ -716,11 +719,11 @@ mod tests {
 
     #[test]
     fn levels_are_clamped() {
+        use mysql_common::constants::CapabilityFlags as C;
         assert_eq!(Algorithm::zstd(None), Algorithm::Zstd { level: 3 });
         assert_eq!(Algorithm::zstd(Some(0)), Algorithm::Zstd { level: 3 });
         assert_eq!(Algorithm::zstd(Some(7)).level(), 7);
         assert_eq!(Algorithm::zstd(Some(200)).level(), 22);
-        use mysql_common::constants::CapabilityFlags as C;
         let both = (C::CLIENT_COMPRESS | C::CLIENT_ZSTD_COMPRESSION_ALGORITHM).bits();
         let zstd = C::CLIENT_ZSTD_COMPRESSION_ALGORITHM.bits();
         assert_eq!(
