@@ -2,7 +2,7 @@
 //! table, and it logs in to MariaDB with its own credential, which the client never sees.
 //! Real MariaDB, real `mariadb` client. Runs without root.
 
-use std::{process::Command, time::Duration};
+use std::{fmt::Write as _, process::Command, time::Duration};
 
 use tollgate_tests::{
     Gateway, MariaDb, free_port, hash_password, mariadb_command, record_compatibility, run_capture,
@@ -315,7 +315,10 @@ fn load_data_local_infile_is_off_unless_the_target_allows_it() {
     let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
     let ca = db.dir().join("tls/ca.pem");
     let file = db.dir().join("rows.csv");
-    let rows: String = (1..=1000).map(|i| format!("{i},name-{i}\n")).collect();
+    let rows = (1..=1000).fold(String::new(), |mut rows, i| {
+        let _ = writeln!(rows, "{i},name-{i}");
+        rows
+    });
     std::fs::write(&file, &rows).expect("write csv");
     let load = format!(
         "CREATE DATABASE IF NOT EXISTS li; CREATE TABLE IF NOT EXISTS li.t (id INT, name TEXT); \

@@ -183,8 +183,8 @@ fn cursor_fetch_with_and_without_deprecate_eof() {
         .filter(|e| e["type"] == "statement" && e["command"] == "stmt_fetch")
         .collect();
     assert_eq!(fetches.len(), 2 * 2 * 4, "4 batches, 2 executes, 2 runs");
-    let fetched: u64 = fetches.iter().filter_map(|e| e["rows"].as_u64()).sum();
-    assert_eq!(fetched, 2 * 2 * 1000);
+    let rows_fetched: u64 = fetches.iter().filter_map(|e| e["rows"].as_u64()).sum();
+    assert_eq!(rows_fetched, 2 * 2 * 1000);
     assert!(
         fetches
             .iter()
