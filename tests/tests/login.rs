@@ -134,6 +134,13 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
     );
     assert_eq!(accepted[0]["user"], "alice");
     assert_eq!(accepted[0]["upstream_user"], "app");
+    // The client's connection attributes are recorded with the login.
+    assert_eq!(
+        accepted[0]["client_attributes"]["_client_name"], "libmariadb",
+        "{:?}",
+        accepted[0]
+    );
+    assert_eq!(accepted[0]["client_attributes"]["program_name"], "mysql");
     let refused = events
         .iter()
         .filter(|e| e["type"] == "session.login" && e["accepted"] == false)

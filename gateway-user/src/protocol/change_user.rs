@@ -59,8 +59,8 @@ pub fn parse(payload: &[u8], capabilities: u32) -> Option<ChangeUser> {
 
 /// The `COM_CHANGE_USER` the gateway sends the database: its own `user` with the answer
 /// computed for `plugin` against the login's nonce, and the database and character set the
-/// client asked for. Connection attributes are not sent (the gateway never negotiates them
-/// with the database).
+/// client asked for, and the connection attributes (an encoded block) when the database took
+/// them at login.
 #[must_use]
 pub fn build(
     user: &str,
@@ -68,6 +68,7 @@ pub fn build(
     database: Option<&str>,
     charset: u16,
     plugin: &str,
+    attributes: Option<&[u8]>,
 ) -> Vec<u8> {
     let mut p = Vec::with_capacity(64 + user.len() + auth_response.len());
     p.push(COM_CHANGE_USER);
@@ -81,6 +82,9 @@ pub fn build(
     p.extend_from_slice(&charset.to_le_bytes());
     p.extend_from_slice(plugin.as_bytes());
     p.push(0);
+    if let Some(block) = attributes {
+        p.extend_from_slice(block);
+    }
     p
 }
 
@@ -94,7 +98,14 @@ mod tests {
 
     #[test]
     fn the_gateway_request_parses_back() {
-        let bytes = build("app", &[9; 20], Some("demo"), 45, "caching_sha2_password");
+        let bytes = build(
+            "app",
+            &[9; 20],
+            Some("demo"),
+            45,
+            "caching_sha2_password",
+            Some(&[0]),
+        );
         let parsed = parse(&bytes, CAPS).expect("parse");
         assert_eq!(
             parsed,

@@ -5,7 +5,10 @@
 
 use mysql_common::constants::CapabilityFlags;
 
-use super::packets::{MARIADB_ALLOWED_EXTENDED, Reader};
+use super::{
+    attributes::Attributes,
+    packets::{MARIADB_ALLOWED_EXTENDED, Reader},
+};
 
 /// Length of an authentication nonce (scramble).
 pub const NONCE_LEN: usize = 20;
@@ -144,6 +147,8 @@ pub struct ClientLogin {
     pub mariadb_extended: u32,
     /// The zstd level a client asking for `CLIENT_ZSTD_COMPRESSION_ALGORITHM` sent.
     pub zstd_level: Option<u8>,
+    /// Connection attributes, when the client sent them.
+    pub attributes: Option<Attributes>,
 }
 
 /// Parses a protocol-41 handshake response.
@@ -185,6 +190,13 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
     } else {
         None
     };
+    // Some clients set CLIENT_CONNECT_ATTRS without sending attributes when the server did
+    // not offer them: a block that does not parse is no block.
+    let attributes = if capabilities & CapabilityFlags::CLIENT_CONNECT_ATTRS.bits() != 0 {
+        r.clone().lenenc_bytes().map(Attributes::decode)
+    } else {
+        None
+    };
     // The zstd level is the last byte when zstd is asked for (after connection attributes,
     // which a client sends only when the server offered them).
     let zstd_level =
@@ -201,12 +213,14 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
         auth_plugin,
         mariadb_extended,
         zstd_level,
+        attributes,
     })
 }
 
 /// The handshake response the gateway sends the database, with its own user and the
 /// `auth_response` computed for `plugin`; `client` supplies what the client asked for
-/// (character set, MariaDB extensions), so both legs speak the same dialect.
+/// (character set, MariaDB extensions), so both legs speak the same dialect, and its
+/// connection attributes, sent when the database takes them.
 #[must_use]
 pub fn build_upstream_login(
     capabilities: u32,
@@ -217,13 +231,18 @@ pub fn build_upstream_login(
     database: Option<&str>,
     plugin: &str,
 ) -> Vec<u8> {
+    let attributes = client.attributes.as_ref().map(Attributes::encode);
     let mut caps = capabilities
         | CapabilityFlags::CLIENT_PROTOCOL_41.bits()
         | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits()
         | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
         | CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits();
     caps &= server.capabilities;
-    caps &= !CapabilityFlags::CLIENT_CONNECT_ATTRS.bits();
+    if attributes.is_some() {
+        caps |= CapabilityFlags::CLIENT_CONNECT_ATTRS.bits() & server.capabilities;
+    } else {
+        caps &= !CapabilityFlags::CLIENT_CONNECT_ATTRS.bits();
+    }
     if database.is_some() {
         caps |= CapabilityFlags::CLIENT_CONNECT_WITH_DB.bits() & server.capabilities;
     } else {
@@ -256,6 +275,11 @@ pub fn build_upstream_login(
     }
     p.extend_from_slice(plugin.as_bytes());
     p.push(0);
+    if let Some(block) =
+        attributes.filter(|_| caps & CapabilityFlags::CLIENT_CONNECT_ATTRS.bits() != 0)
+    {
+        p.extend_from_slice(&block);
+    }
     p
 }
 
@@ -383,16 +407,17 @@ mod tests {
         let login = parse_client_login(&p).expect("parse");
         assert_eq!(login.zstd_level, Some(7));
         assert_eq!(login.auth_plugin.as_deref(), Some("caching_sha2_password"));
-        // Connection attributes are only sent when the server offered them (the gateway does
-        // not): MySQL 9's client still sets the flag.
+        assert_eq!(
+            login.attributes.as_ref().and_then(|a| a.get("_pid")),
+            Some("12345")
+        );
+        // Connection attributes are only sent when the server offered them; MySQL 9's client
+        // still sets the flag.
         let mut no_attributes = p[..p.len() - 13].to_vec();
         no_attributes.push(9);
-        assert_eq!(
-            parse_client_login(&no_attributes)
-                .expect("parse")
-                .zstd_level,
-            Some(9)
-        );
+        let login = parse_client_login(&no_attributes).expect("parse");
+        assert_eq!(login.zstd_level, Some(9));
+        assert_eq!(login.attributes, None);
         let without = (caps - C::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
             .bits()
             .to_le_bytes();
@@ -449,9 +474,10 @@ mod tests {
             auth_plugin: None,
             mariadb_extended: 0,
             zstd_level: None,
+            attributes: Some(Attributes(vec![("tollgate_user".into(), "alice".into())])),
         };
         let bytes = build_upstream_login(
-            greeting().capabilities,
+            greeting().capabilities | CapabilityFlags::CLIENT_CONNECT_ATTRS.bits(),
             &greeting(),
             &client,
             "app",
@@ -460,6 +486,7 @@ mod tests {
             "mysql_native_password",
         );
         let login = parse_client_login(&bytes).expect("parse");
+        assert_eq!(login.attributes, client.attributes);
         assert_eq!(login.user, "app");
         assert_eq!(login.database.as_deref(), Some("demo"));
         assert_eq!(login.auth_plugin.as_deref(), Some("mysql_native_password"));

@@ -4,6 +4,7 @@
 //! ([`change_user`]), and the ERR packet it sends ([`ErrPacket`]). Pure except for
 //! [`codec::Leg`], which owns one socket.
 
+pub mod attributes;
 pub mod change_user;
 pub mod codec;
 pub mod compression;

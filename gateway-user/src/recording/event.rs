@@ -60,6 +60,10 @@ pub struct LoginEvent {
     pub error_code: Option<u16>,
     /// The database's error message when it refused (never contains the password).
     pub error_message: Option<String>,
+    /// The connection attributes the client sent (`_client_name`, `_pid`, `program_name`, ...),
+    /// when the gateway terminated the login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_attributes: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// Body of `statement`: one command and its outcome.

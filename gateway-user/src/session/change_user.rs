@@ -11,7 +11,7 @@
 
 use super::{relay::Relay, relay::RelayError, response::Outcome, terminate};
 use crate::{
-    protocol::{change_user, handshake, packets},
+    protocol::{attributes::Attributes, change_user, handshake, packets},
     recording::{EventKind, LoginEvent, RecordedEvent},
 };
 
@@ -34,6 +34,8 @@ impl Relay<'_> {
         let (identities, credential) = (reauth.identities, reauth.credential);
         let (nonce, plugin) = (reauth.nonce, reauth.plugin.clone());
         let charset = u16::from(reauth.charset);
+        let session = reauth.session_id.to_string();
+        let attributes = reauth.attributes.clone();
         if self.failed_reauthentications >= MAX_FAILED_REAUTHENTICATIONS {
             let message = "Tollgate: too many failed COM_CHANGE_USER attempts on this connection";
             self.refuse_client(1047, *b"08S01", message).await?;
@@ -80,6 +82,9 @@ impl Relay<'_> {
             request.database.as_deref(),
             request.charset.unwrap_or(charset),
             &plugin,
+            attributes
+                .map(|a| Attributes::for_database(Some(&a), &request.user, &session).encode())
+                .as_deref(),
         );
         self.server.reset_sequence();
         self.server
@@ -126,6 +131,7 @@ impl Relay<'_> {
                     accepted: refused.is_none(),
                     error_code: refused.as_ref().map(|r| r.0),
                     error_message: refused.map(|r| r.1),
+                    client_attributes: None,
                 }),
             ))
             .await;

@@ -252,6 +252,7 @@ async fn login_phase<'c>(
             .and_then(Option::as_ref),
         local_infile: target.local_infile,
         timeout: ctx.config.limits.login_timeout,
+        session_id,
     };
     let login = terminate::login(client, server, setup).await;
     match login {
@@ -263,6 +264,10 @@ async fn login_phase<'c>(
                 Some(&credential.user),
                 login.database.clone(),
                 None,
+                login
+                    .client_attributes
+                    .as_ref()
+                    .map(|a| a.0.iter().cloned().collect()),
             )
             .await;
             Some(relay::Relay::after_login(login, &ctx.recorder, session_id))
@@ -278,6 +283,7 @@ async fn login_phase<'c>(
                     Some(&credential.user),
                     None,
                     Some(reason.clone()),
+                    None,
                 )
                 .await;
             }
@@ -307,6 +313,7 @@ async fn record_login(
     upstream_user: Option<&str>,
     database: Option<String>,
     refused: Option<String>,
+    client_attributes: Option<std::collections::BTreeMap<String, String>>,
 ) {
     tracing::info!(%session_id, user, upstream_user, accepted = refused.is_none(), "login");
     ctx.recorder
@@ -319,6 +326,7 @@ async fn record_login(
                 accepted: refused.is_none(),
                 error_code: refused.as_ref().map(|_| 1045),
                 error_message: refused,
+                client_attributes,
             }),
         ))
         .await;

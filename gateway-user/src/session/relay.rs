@@ -348,6 +348,7 @@ impl<'r> Relay<'r> {
                     accepted: refused.is_none(),
                     error_code: refused.as_ref().map(|e| e.code),
                     error_message: refused.as_ref().map(|e| e.message.clone()),
+                    client_attributes: None,
                 }),
             ))
             .await;

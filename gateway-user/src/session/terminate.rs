@@ -23,6 +23,7 @@ use crate::{
     auth::{IdentityTable, UpstreamCredential},
     protocol::{
         ErrPacket,
+        attributes::Attributes,
         codec::{CodecError, Leg},
         compression::Algorithm,
         handshake::{self, NONCE_LEN, ServerGreeting},
@@ -30,11 +31,10 @@ use crate::{
     },
 };
 
-/// Capabilities never negotiated between the legs (see `relay.rs`), and connection
-/// attributes, which the gateway does not forward; TLS is added back on the client leg, where
-/// the gateway terminates it.
+/// Capabilities never negotiated between the legs (see `relay.rs`); TLS is added back on the
+/// client leg, where the gateway terminates it.
 fn stripped(local_infile: bool) -> CapabilityFlags {
-    super::relay::stripped_capabilities(local_infile) | CapabilityFlags::CLIENT_CONNECT_ATTRS
+    super::relay::stripped_capabilities(local_infile)
 }
 
 /// A finished login: both legs authenticated.
@@ -51,6 +51,8 @@ pub struct Terminated<'a> {
     pub database: Option<String>,
     /// Whether `LOAD DATA LOCAL INFILE` was allowed for the session.
     pub local_infile: bool,
+    /// The connection attributes the client sent.
+    pub client_attributes: Option<Attributes>,
     /// What re-authenticating the client later (`COM_CHANGE_USER`) needs.
     pub reauthentication: Reauthentication<'a>,
 }
@@ -71,6 +73,11 @@ pub struct Reauthentication<'a> {
     pub client_capabilities: u32,
     /// The client's character set at login (kept when a `COM_CHANGE_USER` names none).
     pub charset: u8,
+    /// The connection attributes the database was sent, when it takes them (a
+    /// `COM_CHANGE_USER` then carries them too, with the new identity).
+    pub attributes: Option<Attributes>,
+    /// The session, for the attributes.
+    pub session_id: uuid::Uuid,
 }
 
 /// Why a terminated login failed; the client has been told already when it makes sense.
@@ -118,6 +125,8 @@ pub struct LoginSetup<'a> {
     pub local_infile: bool,
     /// How long the whole login may take (`limits.login_timeout`).
     pub timeout: Duration,
+    /// The session, for log lines.
+    pub session_id: uuid::Uuid,
 }
 
 /// When the login must be over, and the limit that set it (for messages).
@@ -169,37 +178,7 @@ pub async fn login(
     server.reset_sequence();
     client.reset_sequence();
 
-    let greeting_bytes = match deadline.bound(read(&mut server)).await {
-        Ok(greeting) => greeting,
-        Err(error) => {
-            tell_timeout(&mut client, &error).await;
-            return Err(error);
-        }
-    };
-    if greeting_bytes.first() == Some(&0xff) {
-        client.write_packet(&greeting_bytes).await?;
-        client.flush().await?;
-        return Err(LoginError::Upstream(
-            "the database refused the connection".into(),
-        ));
-    }
-    let greeting = handshake::parse_greeting(&greeting_bytes).ok_or_else(|| {
-        LoginError::Upstream("the greeting is not a protocol-10 handshake".into())
-    })?;
-    // Compression (zlib, zstd) is offered on the client's leg only, where the gateway
-    // terminates it; the database's leg stays uncompressed (usually local to the gateway).
-    let offered = (greeting.capabilities & !stripped(setup.local_infile).bits())
-        | CapabilityFlags::CLIENT_SSL.bits()
-        | CapabilityFlags::CLIENT_COMPRESS.bits()
-        | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM.bits()
-        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
-        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits();
-    let nonce = handshake::new_nonce();
-    client
-        .write_packet(&handshake::build_greeting(&greeting, offered, &nonce))
-        .await?;
-    client.flush().await?;
-
+    let (greeting, offered) = greet(&mut client, &mut server, &setup, deadline).await?;
     let (mut client, login) = client_login(client, &setup, deadline).await?;
 
     let compression = Algorithm::negotiate(login.capabilities, offered, login.zstd_level);
@@ -209,8 +188,19 @@ pub async fn login(
             | CapabilityFlags::CLIENT_COMPRESS
             | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM)
             .bits();
+    // What the database sees of the client: its requests, and its connection attributes with
+    // the gateway's added, so the database's session list shows who is behind the connection.
+    let attributes = Attributes::for_database(
+        login.attributes.as_ref(),
+        &login.user,
+        &setup.session_id.to_string(),
+    );
+    let upstream_view = handshake::ClientLogin {
+        attributes: Some(attributes.clone()),
+        ..login.clone()
+    };
     let database = async {
-        database_login(server, &greeting, &login, requested, &setup)
+        database_login(server, &greeting, &upstream_view, requested, &setup)
             .await
             .map_err(LoginError::Upstream)
     };
@@ -244,6 +234,7 @@ pub async fn login(
         // The OK above is the last uncompressed packet.
         client.compress(algorithm)?;
         tracing::info!(
+            session_id = %setup.session_id,
             user = login.user,
             target_name = setup.target,
             compression = %algorithm,
@@ -262,11 +253,58 @@ pub async fn login(
             plugin: greeting.auth_plugin.clone(),
             client_capabilities: login.capabilities & offered,
             charset: login.charset,
+            attributes: (greeting.capabilities & CapabilityFlags::CLIENT_CONNECT_ATTRS.bits() != 0)
+                .then_some(attributes),
+            session_id: setup.session_id,
         },
         user: login.user,
         database: login.database,
         local_infile: setup.local_infile,
+        client_attributes: login.attributes,
     })
+}
+
+/// Reads the database's greeting and greets the client with the database's version and
+/// capabilities (edited), the gateway's own nonce and `caching_sha2_password`; returns the
+/// database's greeting and the capabilities offered to the client.
+async fn greet(
+    client: &mut Leg<ClientStream>,
+    server: &mut Leg<UpstreamStream>,
+    setup: &LoginSetup<'_>,
+    deadline: Deadline,
+) -> Result<(ServerGreeting, u32), LoginError> {
+    let greeting_bytes = match deadline.bound(read(server)).await {
+        Ok(greeting) => greeting,
+        Err(error) => {
+            tell_timeout(client, &error).await;
+            return Err(error);
+        }
+    };
+    if greeting_bytes.first() == Some(&0xff) {
+        client.write_packet(&greeting_bytes).await?;
+        client.flush().await?;
+        return Err(LoginError::Upstream(
+            "the database refused the connection".into(),
+        ));
+    }
+    let greeting = handshake::parse_greeting(&greeting_bytes).ok_or_else(|| {
+        LoginError::Upstream("the greeting is not a protocol-10 handshake".into())
+    })?;
+    // Compression (zlib, zstd) is offered on the client's leg only, where the gateway
+    // terminates it; the database's leg stays uncompressed (usually local to the gateway).
+    let offered = (greeting.capabilities & !stripped(setup.local_infile).bits())
+        | CapabilityFlags::CLIENT_SSL.bits()
+        | CapabilityFlags::CLIENT_COMPRESS.bits()
+        | CapabilityFlags::CLIENT_ZSTD_COMPRESSION_ALGORITHM.bits()
+        | CapabilityFlags::CLIENT_PLUGIN_AUTH.bits()
+        | CapabilityFlags::CLIENT_SECURE_CONNECTION.bits();
+    let nonce = handshake::new_nonce();
+    client
+        .write_packet(&handshake::build_greeting(&greeting, offered, &nonce))
+        .await?;
+    client.flush().await?;
+
+    Ok((greeting, offered))
 }
 
 /// The client's half: TLS upgrade, handshake response, password through
@@ -427,6 +465,7 @@ async fn database_login(
         secure_upstream(server, greeting, login, requested, setup.upstream_tls).await?;
     if !tls && setup.upstream_tls.is_some() {
         tracing::warn!(
+            session_id = %setup.session_id,
             target_name = setup.target,
             "the database does not offer TLS; the gateway's login goes unencrypted"
         );
