@@ -420,6 +420,60 @@ print(err[0], int.from_bytes(err[1:3], "little"), err[3:9].decode(), err[9:].dec
     );
 }
 
+/// A logged-in client that breaks the protocol (a compressed frame that does not inflate,
+/// packets out of order, plain or compressed) gets an ERR with the right code and SQLSTATE,
+/// framed as its leg is, and the session ends with the reason recorded.
+#[test]
+fn protocol_violations_get_an_error_packet_and_end_the_session() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let config = login_config(
+        port,
+        db.port,
+        "mode = \"required\"",
+        &db.dir().join("tls/ca.pem"),
+    );
+    let mut gateway =
+        Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
+            .expect("start gateway");
+    let script = tollgate_tests::workspace_root().join("tests/clients/broken_client.py");
+    for (case, expected) in [
+        (
+            "bad-compressed-frame",
+            "1157 08S01 Tollgate: could not uncompress a packet from the client",
+        ),
+        (
+            "out-of-order",
+            "1156 08S01 Tollgate: got packets out of order from the client",
+        ),
+        (
+            "out-of-order-compressed",
+            "1156 08S01 Tollgate: got packets out of order from the client",
+        ),
+    ] {
+        let output = run_capture(Command::new("python3").arg(&script).args([
+            &port.to_string(),
+            "alice",
+            "alice-pw",
+            case,
+        ]))
+        .expect("python");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.starts_with(expected),
+            "{case}: {stdout}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    gateway.stop();
+    let ended = gateway
+        .recorded_events()
+        .into_iter()
+        .filter(|e| e["type"] == "session.ended" && e["reason"] == "error")
+        .count();
+    assert_eq!(ended, 3);
+}
+
 /// mysql-connector-python's C extension is linked against the OpenSSL it ships in
 /// `mysql/vendor` (newer than Debian 12's); it loads only with that directory on the library
 /// path.

@@ -26,7 +26,8 @@ use super::{
 use crate::{
     protocol::{
         ErrPacket,
-        codec::{CodecError, Leg},
+        codec::{CodecError, Leg, MAX_PACKET},
+        compression::CompressionError,
         packets::{self, ErrInfo},
     },
     recording::{EventKind, LoginEvent, RecordedEvent, Recorder},
@@ -246,10 +247,20 @@ impl<'r> Relay<'r> {
     /// The one place a relay failure becomes what the client reads.
     async fn tell_client(&mut self, error: &RelayError) {
         let packet = match error {
-            RelayError::Downstream(CodecError::OutOfSync) => {
-                ErrPacket::new(1156, "Tollgate: got packets out of order from the client")
-                    .with_sql_state(*b"08S01")
-            }
+            RelayError::Downstream(
+                CodecError::OutOfSync | CodecError::Compression(CompressionError::OutOfSync { .. }),
+            ) => ErrPacket::new(1156, "Tollgate: got packets out of order from the client")
+                .with_sql_state(*b"08S01"),
+            RelayError::Downstream(CodecError::Compression(e)) => ErrPacket::new(
+                1157,
+                format!("Tollgate: could not uncompress a packet from the client: {e}"),
+            )
+            .with_sql_state(*b"08S01"),
+            RelayError::Downstream(CodecError::TooLarge) => ErrPacket::new(
+                1153,
+                format!("Tollgate: got a packet bigger than {MAX_PACKET} bytes from the client"),
+            )
+            .with_sql_state(*b"08S01"),
             RelayError::Downstream(_)
             | RelayError::DownstreamClosed
             | RelayError::Reauthentication(_) => return,
@@ -264,10 +275,23 @@ impl<'r> Relay<'r> {
             )
             .with_sql_state(*b"08S01"),
         };
-        let bytes = packet.encode(0, true);
-        // Written raw: the sequence id of a packet sent while the protocol is broken cannot be
-        // trusted anyway, and clients report the error text either way.
-        let _ = tokio::io::AsyncWriteExt::write_all(self.client.stream_mut(), &bytes).await;
+        // The sequence id of a packet sent while the protocol is broken cannot be trusted
+        // anyway, and clients report the error text either way: sequence id 0, framed as the
+        // leg is (compressed legs need a frame around it).
+        if self.client.compression().is_some() {
+            self.client.reset_sequence();
+            if self
+                .client
+                .write_packet(&packet.payload(true))
+                .await
+                .is_ok()
+            {
+                let _ = self.client.flush().await;
+            }
+        } else {
+            let bytes = packet.encode(0, true);
+            let _ = tokio::io::AsyncWriteExt::write_all(self.client.stream_mut(), &bytes).await;
+        }
     }
 
     /// Greeting, handshake response and authentication, relayed. `Some(err)` when the database
