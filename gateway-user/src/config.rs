@@ -93,6 +93,9 @@ pub struct ListenerConfig {
     /// TLS toward clients (used by targets with a `login`).
     #[serde(default)]
     pub tls: Option<TlsConfig>,
+    /// Session worker threads (each session stays on one); 0, the default, is one per CPU.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 /// How connections reach the gateway.

@@ -18,3 +18,4 @@ pub mod sessions;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod workers;

@@ -108,7 +108,9 @@ fn store_dir(
 
 fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    // This runtime only accepts connections, handles signals and runs the recorder: sessions
+    // run on the session workers (`workers.rs`).
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -14,6 +14,7 @@ use crate::{
     protocol::{ErrPacket, error_code},
     recording::{Recorder, StoreError},
     session::{self, LoginContext, SessionContext, terminate::UpstreamTls},
+    workers::Workers,
 };
 
 /// Why the gateway could not start or stop cleanly.
@@ -44,6 +45,9 @@ pub enum ServeError {
     /// A TLS server name is not a valid DNS name or IP address.
     #[error("targets.tls.server_name: {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
+    /// The session worker threads could not be started.
+    #[error("cannot start the session workers: {0}")]
+    Workers(std::io::Error),
 }
 
 /// What terminating logins needs, when any target has a `login`.
@@ -166,6 +170,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
+    let workers =
+        Arc::new(Workers::start(config.listener.workers).map_err(ServeError::Workers)?);
     let accept_loops = TaskTracker::new();
     for listener in listeners {
         accept_loops.spawn(accept_loop(
@@ -173,6 +179,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
             ctx.clone(),
             tracker.clone(),
             Arc::clone(&limit),
+            Arc::clone(&workers),
             shutdown.clone(),
         ));
     }
@@ -204,6 +211,7 @@ async fn accept_loop(
     ctx: SessionContext,
     tracker: TaskTracker,
     limit: Arc<Semaphore>,
+    workers: Arc<Workers>,
     shutdown: CancellationToken,
 ) {
     loop {
@@ -237,11 +245,25 @@ async fn accept_loop(
             });
             continue;
         };
+        // The session moves to a worker: its sockets are registered with that worker's
+        // runtime, where it runs from here to the end.
+        let stream = match stream.into_std() {
+            Ok(stream) => stream,
+            Err(error) => {
+                tracing::warn!(%error, client = %peer, "cannot hand the connection to a worker");
+                continue;
+            }
+        };
         let ctx = ctx.clone();
-        tracker.spawn(async move {
-            session::serve(ctx, stream, peer, local).await;
+        workers.spawn(tracker.track_future(async move {
+            match tokio::net::TcpStream::from_std(stream) {
+                Ok(stream) => session::serve(ctx, stream, peer, local).await,
+                Err(error) => {
+                    tracing::warn!(%error, client = %peer, "worker cannot take the connection");
+                }
+            }
             drop(permit);
-        });
+        }));
     }
 }
 
