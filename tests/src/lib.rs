@@ -210,6 +210,13 @@ impl MariaDb {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// The directory with the test CA (`ca.pem`) and the server's certificate and key
+    /// (`server-cert.pem`, `server-key.pem`, for 127.0.0.1 and localhost).
+    #[must_use]
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.path().join("tls")
+    }
 }
 
 impl Drop for MariaDb {
@@ -226,6 +233,203 @@ impl Drop for MariaDb {
             None => Command::new(&script),
         };
         let _ = run_capture(command.arg("stop").arg(self.dir.path()));
+    }
+}
+
+/// Where `cargo xtask setup` puts the Debian sid chroot with Oracle MySQL 9.7.
+pub const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
+
+/// A throwaway Oracle MySQL 9.7 (via `tests/scripts/mysql9.sh`, in the chroot at
+/// [`MYSQL9_CHROOT`]), stopped on drop. Needs root. A fresh instance per start, so several
+/// can run at once; users `sha2`/`sha2-pw` (`caching_sha2_password`, all privileges) and
+/// `tlsonly`/`tls-pw` (`REQUIRE SSL`); TLS with its own test CA; `max_allowed_packet` 64M.
+pub struct Mysql9 {
+    root: PathBuf,
+    /// Port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+impl Mysql9 {
+    /// Starts a server on 127.0.0.1:`port`; fails with what to do when the chroot is missing.
+    pub fn start(port: u16) -> anyhow::Result<Self> {
+        let root = PathBuf::from(MYSQL9_CHROOT);
+        if !root.join("usr/sbin/mysqld").exists() {
+            bail!("{MYSQL9_CHROOT} has no MySQL 9: run `cargo xtask setup` (as root)");
+        }
+        let script = workspace_root().join("tests/scripts/mysql9.sh");
+        run_ok(
+            Command::new(&script)
+                .arg("start")
+                .arg(&root)
+                .arg(port.to_string()),
+        )
+        .context("starting MySQL 9")?;
+        Ok(Self { root, port })
+    }
+
+    /// The instance's directory on the host (`error.log`, `tls/`).
+    #[must_use]
+    pub fn dir(&self) -> PathBuf {
+        self.root.join("srv/mysqltest").join(self.port.to_string())
+    }
+
+    /// The directory with the test CA (`ca.pem`) and the server's certificate and key
+    /// (`server-cert.pem`, `server-key.pem`, for 127.0.0.1 and localhost).
+    #[must_use]
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir().join("tls")
+    }
+}
+
+impl Drop for Mysql9 {
+    fn drop(&mut self) {
+        let script = workspace_root().join("tests/scripts/mysql9.sh");
+        let _ = run_capture(
+            Command::new(&script)
+                .arg("stop")
+                .arg(&self.root)
+                .arg(self.port.to_string()),
+        );
+    }
+}
+
+/// The database a scenario runs against: MariaDB 10.11 or Oracle MySQL 9.7, each with a test
+/// CA and an account with all privileges.
+pub enum Upstream {
+    /// Debian's MariaDB 10.11 (no root needed).
+    MariaDb(MariaDb),
+    /// Oracle MySQL 9.7 in its chroot (root only).
+    Mysql9(Mysql9),
+}
+
+impl Upstream {
+    /// Starts a MariaDB on a free port.
+    pub fn mariadb() -> anyhow::Result<Self> {
+        MariaDb::start(None, "127.0.0.1", free_port()).map(Self::MariaDb)
+    }
+
+    /// Starts a MySQL 9 on a free port (needs root and the chroot).
+    pub fn mysql9() -> anyhow::Result<Self> {
+        Mysql9::start(free_port()).map(Self::Mysql9)
+    }
+
+    /// Name and version for the compatibility matrix.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MariaDb(_) => "MariaDB 10.11",
+            Self::Mysql9(_) => "MySQL 9.7",
+        }
+    }
+
+    /// Port on 127.0.0.1.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        match self {
+            Self::MariaDb(db) => db.port,
+            Self::Mysql9(db) => db.port,
+        }
+    }
+
+    /// The database account with all privileges (`app` on MariaDB, `sha2` on MySQL 9).
+    #[must_use]
+    pub fn user(&self) -> &'static str {
+        match self {
+            Self::MariaDb(_) => "app",
+            Self::Mysql9(_) => "sha2",
+        }
+    }
+
+    /// That account's password.
+    #[must_use]
+    pub fn password(&self) -> &'static str {
+        match self {
+            Self::MariaDb(_) => "app-pw",
+            Self::Mysql9(_) => "sha2-pw",
+        }
+    }
+
+    /// The directory with `ca.pem`, `server-cert.pem` and `server-key.pem`.
+    #[must_use]
+    pub fn tls_dir(&self) -> PathBuf {
+        match self {
+            Self::MariaDb(db) => db.tls_dir(),
+            Self::Mysql9(db) => db.tls_dir(),
+        }
+    }
+
+    /// The test CA that signed the server's certificate.
+    #[must_use]
+    pub fn ca(&self) -> PathBuf {
+        self.tls_dir().join("ca.pem")
+    }
+}
+
+/// The identity clients log in to a terminating gateway with ([`terminated_config`]).
+pub const GATEWAY_USER: &str = "alice";
+/// [`GATEWAY_USER`]'s password.
+pub const GATEWAY_PASSWORD: &str = "alice-pw";
+/// The environment variable a terminating gateway reads the database password from.
+pub const DB_PASSWORD_ENV: &str = "TOLLGATE_TEST_DB_PASSWORD";
+
+/// A gateway configuration that terminates the login (tests without eBPF: clients dial
+/// 127.0.0.1:`gateway_port`, the fallback target `name` is `upstream`): clients log in as
+/// [`GATEWAY_USER`] over TLS, the gateway presents the upstream's own certificate (so clients
+/// verify both with [`Upstream::ca`]) and logs in as [`Upstream::user`] with the password from
+/// [`DB_PASSWORD_ENV`], over TLS verified against the upstream's CA.
+#[must_use]
+pub fn terminated_config(gateway_port: u16, name: &str, upstream: &Upstream) -> String {
+    let tls = upstream.tls_dir();
+    format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{gateway_port}"]
+fallback_target = "{name}"
+[listener.tls]
+cert = "{cert}"
+key = "{key}"
+
+[interception]
+mode = "off"
+
+[recording]
+store = "{{store}}"
+
+[[identities]]
+user = "{GATEWAY_USER}"
+password_hash = "{hash}"
+
+[[targets]]
+name = "{name}"
+address = "127.0.0.1"
+port = {port}
+[targets.login]
+user = "{user}"
+password_env = "{DB_PASSWORD_ENV}"
+[targets.tls]
+mode = "required"
+ca = "{ca}"
+"#,
+        cert = tls.join("server-cert.pem").display(),
+        key = tls.join("server-key.pem").display(),
+        hash = hash_password(GATEWAY_PASSWORD),
+        port = upstream.port(),
+        user = upstream.user(),
+        ca = upstream.ca().display(),
+    )
+}
+
+impl Gateway {
+    /// Starts a gateway on a free port with [`terminated_config`] for `upstream`; returns it
+    /// and its port.
+    pub fn terminating(upstream: &Upstream) -> anyhow::Result<(Self, u16)> {
+        let port = free_port();
+        let gateway = Self::start_with_env(
+            None,
+            &terminated_config(port, "db", upstream),
+            &[(DB_PASSWORD_ENV, upstream.password())],
+        )?;
+        Ok((gateway, port))
     }
 }
 

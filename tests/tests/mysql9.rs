@@ -4,54 +4,11 @@
 //! one scenario gives identical output directly and through the gateway. Needs root (MySQL
 //! runs in a Debian sid chroot made by `cargo xtask setup`).
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use std::time::Duration;
 
 use tollgate_tests::{
-    Gateway, free_port, hash_password, mariadb_script, record_compatibility, require_root,
-    run_capture, workspace_root,
+    Gateway, Mysql9, free_port, hash_password, mariadb_script, record_compatibility, require_root,
 };
-
-/// Where `cargo xtask setup` puts the MySQL 9 chroot.
-const CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
-
-struct Mysql9 {
-    root: PathBuf,
-    port: u16,
-}
-
-impl Mysql9 {
-    fn start(root: &Path, port: u16) -> Self {
-        let script = workspace_root().join("tests/scripts/mysql9.sh");
-        let output = run_capture(
-            Command::new(&script)
-                .arg("start")
-                .arg(root)
-                .arg(port.to_string()),
-        )
-        .expect("start MySQL 9");
-        assert!(
-            output.status.success(),
-            "MySQL 9 did not start: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        Self {
-            root: root.to_owned(),
-            port,
-        }
-    }
-}
-
-impl Drop for Mysql9 {
-    fn drop(&mut self) {
-        let script = workspace_root().join("tests/scripts/mysql9.sh");
-        let _ = run_capture(Command::new(&script).arg("stop").arg(&self.root));
-    }
-}
 
 const SCENARIO: &str = "
 CREATE DATABASE IF NOT EXISTS compat;
@@ -75,12 +32,7 @@ fn mysql9_through_the_gateway_with_its_caching_sha2_login() {
     if !require_root("mysql9_through_the_gateway_with_its_caching_sha2_login") {
         return;
     }
-    let root = Path::new(CHROOT);
-    assert!(
-        root.join("usr/sbin/mysqld").exists(),
-        "{CHROOT} has no MySQL 9: run `cargo xtask setup` (as root)"
-    );
-    let db = Mysql9::start(root, free_port());
+    let db = Mysql9::start(free_port()).expect("start MySQL 9");
     let port = free_port();
     let config = format!(
         r#"
@@ -101,7 +53,7 @@ port = {}
 [targets.login]
 user = "sha2"
 password_env = "TOLLGATE_TEST_MYSQL9_PASSWORD"
-# MySQL's self-made certificate names no IP: test the RSA key exchange instead.
+# Without TLS, to test the RSA key exchange (clients.rs covers verified TLS to MySQL 9).
 [targets.tls]
 mode = "disabled"
 "#,

@@ -33,6 +33,8 @@ const TEST_PACKAGES: &[&str] = &[
     "debootstrap",
     "openssl",
     "sysbench",
+    // mysqlclient (`MySQLdb`) for Debian's /usr/bin/python3, a client of the compatibility tests.
+    "python3-mysqldb",
 ];
 /// Where the MySQL 9 chroot for the second-upstream tests lives (shared by every checkout).
 const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
