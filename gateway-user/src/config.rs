@@ -39,6 +39,61 @@ pub struct Config {
     /// Users the gateway itself authenticates (for targets with a `login`).
     #[serde(default)]
     pub identities: Vec<IdentityConfig>,
+    /// OpenID Connect issuers whose tokens the gateway accepts as passwords (for targets with
+    /// a `login`).
+    #[serde(default)]
+    pub oidc: Vec<OidcConfig>,
+}
+
+/// `[[oidc]]`: an OpenID Connect issuer whose tokens (ID tokens and JWT access tokens) clients
+/// may use as their MySQL password.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as tokens carry it in `iss`; its discovery document and keys are
+    /// fetched from it. `https`, or `http` to a loopback address only.
+    pub issuer: Spanned<String>,
+    /// Accepted audiences: a token's `aud` must name one of them (or, for a token without
+    /// `aud`, its `azp`), e.g. the API identifier of access tokens and the client id of ID tokens.
+    pub audiences: Spanned<Vec<String>>,
+    /// Where the groups are in the token's claims: a claim name or a dotted path such as
+    /// `realm_access.roles`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: Spanned<String>,
+    /// The claim that names the user (`sub`, `preferred_username`, `email`, ...).
+    #[serde(default = "default_username_claim")]
+    pub username_claim: Spanned<String>,
+    /// When true, the MySQL user name the client gives must equal the username claim;
+    /// otherwise it is informational (recorded beside the token's identity).
+    #[serde(default)]
+    pub require_user_match: bool,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    #[serde(default = "default_leeway", with = "humantime_serde")]
+    pub leeway: Duration,
+    /// Signature algorithms accepted (RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384,
+    /// `EdDSA`); `none` and the HMAC algorithms are refused when the file is loaded.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<crate::identity::oidc::SigningAlgorithm>,
+    /// The issuer's keys are fetched again when a token names a key the gateway does not know,
+    /// at most once per this interval.
+    #[serde(default = "default_key_refresh", with = "humantime_serde")]
+    pub key_refresh_interval: Duration,
+}
+
+fn default_groups_claim() -> Spanned<String> {
+    Spanned::new(0..0, "groups".to_owned())
+}
+fn default_username_claim() -> Spanned<String> {
+    Spanned::new(0..0, "sub".to_owned())
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_algorithms() -> Vec<crate::identity::oidc::SigningAlgorithm> {
+    crate::identity::oidc::SigningAlgorithm::DEFAULT.to_vec()
+}
+fn default_key_refresh() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// `[[identities]]`: a user the gateway authenticates.
@@ -498,6 +553,7 @@ impl Config {
                 Invalid::new(0, format!("identities[{i}].password_hash"), message)
             })?;
         }
+        self.validate_oidc()?;
         for (i, target) in self.targets.iter().enumerate() {
             if let Some(login) = &target.login
                 && login.password_env.is_some() == login.password_file.is_some()
@@ -506,6 +562,67 @@ impl Config {
                     target.name.span().start,
                     format!("targets[{i}].login"),
                     "set exactly one of password_env or password_file",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_oidc(&self) -> Result<(), Invalid> {
+        let mut issuers = HashSet::new();
+        for (i, oidc) in self.oidc.iter().enumerate() {
+            let issuer = oidc.issuer.get_ref();
+            crate::identity::oidc::check_issuer_url(issuer).map_err(|message| {
+                Invalid::new(
+                    oidc.issuer.span().start,
+                    format!("oidc[{i}].issuer"),
+                    message,
+                )
+            })?;
+            if !issuers.insert(issuer.as_str()) {
+                return Err(Invalid::new(
+                    oidc.issuer.span().start,
+                    format!("oidc[{i}].issuer"),
+                    format!("issuer {issuer:?} is configured twice"),
+                ));
+            }
+            if oidc.audiences.get_ref().is_empty()
+                || oidc.audiences.get_ref().iter().any(|a| a.trim().is_empty())
+            {
+                return Err(Invalid::new(
+                    oidc.audiences.span().start,
+                    format!("oidc[{i}].audiences"),
+                    "name at least one audience, none empty (e.g. [\"urn:tollgate:mysql\"]); a \
+                     token for another audience is refused",
+                ));
+            }
+            for (field, claim) in [
+                ("groups_claim", &oidc.groups_claim),
+                ("username_claim", &oidc.username_claim),
+            ] {
+                if claim.get_ref().split('.').any(str::is_empty) {
+                    return Err(Invalid::new(
+                        claim.span().start,
+                        format!("oidc[{i}].{field}"),
+                        format!(
+                            "{:?} is not a claim name or dotted path (e.g. realm_access.roles)",
+                            claim.get_ref()
+                        ),
+                    ));
+                }
+            }
+            if oidc.leeway > Duration::from_mins(5) {
+                return Err(Invalid::new(
+                    0,
+                    format!("oidc[{i}].leeway"),
+                    "at most 5m: a leeway is for clock skew, not for extending a token's life",
+                ));
+            }
+            if oidc.algorithms.is_empty() {
+                return Err(Invalid::new(
+                    0,
+                    format!("oidc[{i}].algorithms"),
+                    "name at least one algorithm (e.g. [\"RS256\"])",
                 ));
             }
         }

@@ -9,6 +9,7 @@
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod identity;
 pub mod intercept;
 pub mod protocol;
 pub mod recording;

@@ -8,7 +8,7 @@ use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::{IdentityTable, UpstreamCredential},
+    auth::UpstreamCredential,
     config::{Config, InterceptionMode},
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
@@ -42,6 +42,9 @@ pub enum ServeError {
     /// TLS toward clients or databases could not be set up.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// The OIDC verifiers could not be set up.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
     /// A TLS server name is not a valid DNS name or IP address.
     #[error("targets.tls.server_name: {0:?} is not a valid DNS name or IP address")]
     ServerName(String),
@@ -75,7 +78,7 @@ fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeErro
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(Arc::new(LoginContext {
         tls: crate::tls::acceptor(config.listener.tls.as_ref())?,
-        identities: IdentityTable::new(&config.identities),
+        identities: crate::identity::Authenticator::new(config)?,
         credentials,
         upstream_tls,
     })))

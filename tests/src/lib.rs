@@ -757,3 +757,143 @@ pub fn mariadb_command(port: u16, user: &str, password: &str) -> Command {
         .arg(format!("-p{password}"));
     command
 }
+
+/// A real OIDC issuer for token logins: `tests/oidc/issuer.mjs` (node
+/// `oidc-provider`, installed by `cargo xtask setup`) on a free loopback port, stopped on
+/// drop. Users `alice` (groups admins, devs) and `bob` (devs) through a test-only password
+/// grant; the agent `agent-1` (agents, readers) through the client-credentials grant; access
+/// tokens have `aud = urn:test:api`, ID tokens `aud = test-app`.
+pub struct OidcIssuer {
+    child: Child,
+    /// The issuer URL (`http://127.0.0.1:PORT`), as tokens carry it in `iss`.
+    pub url: String,
+    port: u16,
+}
+
+impl OidcIssuer {
+    /// Starts the issuer and waits until its discovery document is served.
+    pub fn start() -> anyhow::Result<Self> {
+        let dir = workspace_root().join("tests/oidc");
+        if !dir.join("node_modules/oidc-provider/package.json").exists() {
+            bail!(
+                "{}/node_modules is missing: run `cargo xtask setup` (npm ci of oidc-provider)",
+                dir.display()
+            );
+        }
+        let port = free_port();
+        let child = Command::new("node")
+            .arg(dir.join("issuer.mjs"))
+            .env("OIDC_PORT", port.to_string())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting node tests/oidc/issuer.mjs")?;
+        let issuer = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            port,
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Ok((200, _)) = issuer.http("GET", "/.well-known/openid-configuration", "") {
+                return Ok(issuer);
+            }
+            if Instant::now() > deadline {
+                bail!("the OIDC issuer did not come up on port {port} within 15 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// One HTTP/1.0 request to the issuer; the status and the body.
+    fn http(&self, method: &str, path: &str, form: &str) -> anyhow::Result<(u16, String)> {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{}\r\nContent-Type: \
+             application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\r\n{form}",
+            self.port,
+            form.len()
+        )?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response)?;
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .context("HTTP response without a header end")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .context("HTTP response without a status")?;
+        Ok((status, body.to_owned()))
+    }
+
+    /// A grant at the token endpoint; the JSON answer.
+    fn token_endpoint(&self, form: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.http("POST", "/token", form)?;
+        if status != 200 {
+            bail!("token endpoint answered {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
+    }
+
+    /// `(access token, ID token)` for a test user (`alice`/`alice-pw`, `bob`/`bob-pw`).
+    pub fn user_tokens(&self, user: &str, password: &str) -> anyhow::Result<(String, String)> {
+        let answer = self.token_endpoint(&format!(
+            "grant_type=password&client_id=test-app&client_secret=test-app-secret&username={user}\
+             &password={password}&scope=openid"
+        ))?;
+        let field = |name: &str| {
+            answer[name]
+                .as_str()
+                .map(str::to_owned)
+                .with_context(|| format!("no {name} in {answer}"))
+        };
+        Ok((field("access_token")?, field("id_token")?))
+    }
+
+    /// A client-credentials access token for the agent `agent-1`.
+    pub fn agent_token(&self) -> anyhow::Result<String> {
+        let answer = self.token_endpoint(
+            "grant_type=client_credentials&client_id=agent-1&client_secret=agent-1-secret\
+             &scope=api:read",
+        )?;
+        answer["access_token"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no access_token in {answer}"))
+    }
+
+    /// A token with chosen claims or a forgery, from the issuer's test endpoint (`query` as
+    /// documented in `tests/oidc/issuer.mjs`, e.g. `exp=1700000000` or `forge=none`).
+    pub fn test_token(&self, query: &str) -> anyhow::Result<String> {
+        let (status, body) = self.http("GET", &format!("/test/token?{query}"), "")?;
+        if status != 200 {
+            bail!("test token ({query}) answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Rotates the issuer's signing key (the old one leaves its JWKS); the new key id.
+    pub fn rotate(&self) -> anyhow::Result<String> {
+        let (status, body) = self.http("POST", "/test/rotate", "")?;
+        if status != 200 {
+            bail!("rotate answered {status}: {body}");
+        }
+        let answer: Value = serde_json::from_str(&body)?;
+        answer["kid"]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("no kid in {answer}"))
+    }
+}
+
+impl Drop for OidcIssuer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

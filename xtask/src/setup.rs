@@ -21,7 +21,7 @@ const EBPF_PACKAGES: &[&str] = &[
 ];
 /// Debian packages the tests and the quickstart use: a real MariaDB and its CLI client,
 /// `ip`/`nsenter`/`setpriv` for network namespaces and dropping privileges, MariaDB
-/// Connector/J and a JDK to run it, Node.js and npm for `mysql2`.
+/// Connector/J and a JDK to run it, Node.js and npm for `mysql2` and the test OIDC issuer.
 const TEST_PACKAGES: &[&str] = &[
     "mariadb-server",
     "mariadb-client",
@@ -56,6 +56,7 @@ pub fn all() -> anyhow::Result<()> {
     system_packages(&packages)?;
     python_clients()?;
     node_clients()?;
+    oidc_issuer()?;
     mysql9()?;
     bpf_linker()?;
     debian_toolchain()
@@ -84,6 +85,31 @@ fn node_clients() -> anyhow::Result<()> {
     )
     .run()
     .context("installing node mysql2 (needs node and npm on PATH)")
+}
+
+/// `npm ci` of the test OIDC issuer (`oidc-provider`) in `tests/oidc`, when not installed yet.
+fn oidc_issuer() -> anyhow::Result<()> {
+    let dir = std::path::Path::new("tests/oidc");
+    if dir.join("node_modules/oidc-provider/package.json").exists() {
+        return Ok(());
+    }
+    println!(
+        "==> installing the test OIDC issuer (npm ci in {})",
+        dir.display()
+    );
+    cmd(
+        "npm",
+        &[
+            "ci",
+            "--prefix",
+            &dir.to_string_lossy(),
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+        ],
+    )
+    .run()
+    .context("installing oidc-provider (needs node and npm on PATH)")
 }
 
 /// Oracle MySQL 9 in a Debian sid chroot (root only: chroot). About 1 GB, once per machine.

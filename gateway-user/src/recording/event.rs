@@ -64,6 +64,10 @@ pub struct LoginEvent {
     /// when the gateway terminated the login.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_attributes: Option<std::collections::BTreeMap<String, String>>,
+    /// The identity the client proved to the gateway (source, subject, issuer, groups), when
+    /// the gateway terminated the login and accepted it; never the password or token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<crate::identity::Identity>,
 }
 
 /// Body of `statement`: one command and its outcome.

@@ -55,23 +55,21 @@ impl Relay<'_> {
         let password = terminate::client_password(&mut self.client, None, None)
             .await
             .map_err(|e| RelayError::Reauthentication(e.to_string()))?;
-        let user = request.user.clone();
-        let identities = identities.clone();
-        let verified = tokio::task::spawn_blocking(move || identities.verify(&user, &password))
-            .await
-            .unwrap_or(false);
-        if !verified {
-            self.failed_reauthentications += 1;
-            let message = format!(
-                "Access denied for user '{}' (Tollgate: unknown user or wrong password)",
-                request.user
-            );
-            self.refuse_client(1045, *b"28000", &message).await?;
-            outcome.refused(1045, &message);
-            self.record_change(&request, &credential.user, Some((1045, message)))
-                .await;
-            return Ok(());
-        }
+        let identity = match identities.authenticate(&request.user, password).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                self.failed_reauthentications += 1;
+                let message = format!(
+                    "Access denied for user '{}' (Tollgate: {error})",
+                    request.user
+                );
+                self.refuse_client(1045, *b"28000", &message).await?;
+                outcome.refused(1045, &message);
+                self.record_change(&request, &credential.user, None, Some((1045, message)))
+                    .await;
+                return Ok(());
+            }
+        };
 
         // The database's half, with the gateway's own account.
         let answer =
@@ -103,7 +101,8 @@ impl Relay<'_> {
         if let Some(refused) = refused {
             outcome.error(refused);
         }
-        self.record_change(&request, &credential.user, error).await;
+        self.record_change(&request, &credential.user, Some(identity), error)
+            .await;
         Ok(())
     }
 
@@ -112,6 +111,7 @@ impl Relay<'_> {
         &self,
         request: &change_user::ChangeUser,
         upstream_user: &str,
+        identity: Option<crate::identity::Identity>,
         refused: Option<(u16, String)>,
     ) {
         tracing::info!(
@@ -132,6 +132,7 @@ impl Relay<'_> {
                     error_code: refused.as_ref().map(|r| r.0),
                     error_message: refused.map(|r| r.1),
                     client_attributes: None,
+                    identity,
                 }),
             ))
             .await;

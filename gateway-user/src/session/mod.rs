@@ -54,8 +54,8 @@ pub struct SessionContext {
 pub struct LoginContext {
     /// TLS toward clients.
     pub tls: tokio_rustls::TlsAcceptor,
-    /// Who may log in.
-    pub identities: crate::auth::IdentityTable,
+    /// Who may log in (identity table and OIDC issuers).
+    pub identities: crate::identity::Authenticator,
     /// The gateway's own credential per target (by index), for targets with a `login`.
     pub credentials: Vec<Option<crate::auth::UpstreamCredential>>,
     /// TLS toward each target's database (by index), unless disabled.
@@ -263,7 +263,7 @@ async fn login_phase<'c>(
                 &login.user,
                 Some(&credential.user),
                 login.database.clone(),
-                None,
+                Ok(login.identity.clone()),
                 login
                     .client_attributes
                     .as_ref()
@@ -282,7 +282,7 @@ async fn login_phase<'c>(
                     user,
                     Some(&credential.user),
                     None,
-                    Some(reason.clone()),
+                    Err(reason.clone()),
                     None,
                 )
                 .await;
@@ -312,9 +312,13 @@ async fn record_login(
     user: &str,
     upstream_user: Option<&str>,
     database: Option<String>,
-    refused: Option<String>,
+    outcome: Result<crate::identity::Identity, String>,
     client_attributes: Option<std::collections::BTreeMap<String, String>>,
 ) {
+    let (identity, refused) = match outcome {
+        Ok(identity) => (Some(identity), None),
+        Err(reason) => (None, Some(reason)),
+    };
     tracing::info!(%session_id, user, upstream_user, accepted = refused.is_none(), "login");
     ctx.recorder
         .record(RecordedEvent::now(
@@ -327,6 +331,7 @@ async fn record_login(
                 error_code: refused.as_ref().map(|_| 1045),
                 error_message: refused,
                 client_attributes,
+                identity,
             }),
         ))
         .await;

@@ -373,6 +373,7 @@ impl<'r> Relay<'r> {
                     error_code: refused.as_ref().map(|e| e.code),
                     error_message: refused.as_ref().map(|e| e.message.clone()),
                     client_attributes: None,
+                    identity: None,
                 }),
             ))
             .await;

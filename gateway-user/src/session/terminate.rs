@@ -20,7 +20,8 @@ use tokio_rustls::TlsAcceptor;
 
 use super::stream::{ClientStream, Prefixed, UpstreamStream};
 use crate::{
-    auth::{IdentityTable, UpstreamCredential},
+    auth::UpstreamCredential,
+    identity::{Authenticator, Identity},
     protocol::{
         ErrPacket,
         attributes::Attributes,
@@ -45,8 +46,10 @@ pub struct Terminated<'a> {
     pub server: Leg<UpstreamStream>,
     /// Both legs use OK packets instead of EOF.
     pub deprecate_eof: bool,
-    /// The identity the client proved.
+    /// The MySQL user name the client gave.
     pub user: String,
+    /// The identity the client proved (password or token).
+    pub identity: Identity,
     /// The initial database.
     pub database: Option<String>,
     /// Whether `LOAD DATA LOCAL INFILE` was allowed for the session.
@@ -62,7 +65,7 @@ pub struct Terminated<'a> {
 /// database, which resets the database session as the client expects.
 pub struct Reauthentication<'a> {
     /// Who may log in.
-    pub identities: &'a IdentityTable,
+    pub identities: &'a Authenticator,
     /// The gateway's own database account.
     pub credential: &'a UpstreamCredential,
     /// The database's login nonce (a `COM_CHANGE_USER` answer is computed against it).
@@ -114,7 +117,7 @@ pub struct LoginSetup<'a> {
     /// TLS toward the client.
     pub tls: &'a TlsAcceptor,
     /// Who may log in.
-    pub identities: &'a IdentityTable,
+    pub identities: &'a Authenticator,
     /// The gateway's own database account.
     pub credential: &'a UpstreamCredential,
     /// Target name, for messages.
@@ -179,7 +182,7 @@ pub async fn login(
     client.reset_sequence();
 
     let (greeting, offered) = greet(&mut client, &mut server, &setup, deadline).await?;
-    let (mut client, login) = client_login(client, &setup, deadline).await?;
+    let (mut client, login, identity) = client_login(client, &setup, deadline).await?;
 
     let compression = Algorithm::negotiate(login.capabilities, offered, login.zstd_level);
     let requested = login.capabilities
@@ -258,6 +261,7 @@ pub async fn login(
             session_id: setup.session_id,
         },
         user: login.user,
+        identity,
         database: login.database,
         local_infile: setup.local_infile,
         client_attributes: login.attributes,
@@ -313,7 +317,7 @@ async fn client_login(
     mut client: Leg<ClientStream>,
     setup: &LoginSetup<'_>,
     deadline: Deadline,
-) -> Result<(Leg<ClientStream>, handshake::ClientLogin), LoginError> {
+) -> Result<(Leg<ClientStream>, handshake::ClientLogin, Identity), LoginError> {
     let mut response = read_client(&mut client, Some(deadline)).await?;
     if packets::requests_tls(&response) {
         // Mid-handshake there is no way to tell the client anything.
@@ -338,27 +342,22 @@ async fn client_login(
     }
     let password =
         client_password(&mut client, login.auth_plugin.as_deref(), Some(deadline)).await?;
-    let identities = setup.identities.clone();
-    let user = login.user.clone();
-    let verified = tokio::task::spawn_blocking(move || identities.verify(&user, &password))
-        .await
-        .unwrap_or(false);
-    if !verified {
-        refuse(
-            &mut client,
-            &format!(
-                "Access denied for user '{}' (Tollgate: unknown user or wrong password)",
+    let identity = match setup.identities.authenticate(&login.user, password).await {
+        Ok(identity) => identity,
+        Err(error) => {
+            let message = format!(
+                "Access denied for user '{}' (Tollgate: {error})",
                 login.user
-            ),
-        )
-        .await;
-        return Err(LoginError::Refused {
-            user: login.user,
-            reason: "unknown user or wrong password".into(),
-        });
-    }
+            );
+            refuse(&mut client, &message).await;
+            return Err(LoginError::Refused {
+                user: login.user,
+                reason: error.to_string(),
+            });
+        }
+    };
 
-    Ok((client, login))
+    Ok((client, login, identity))
 }
 
 async fn read<S>(leg: &mut Leg<S>) -> Result<Vec<u8>, LoginError>
