@@ -173,8 +173,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
-    let workers =
-        Arc::new(Workers::start(config.listener.workers).map_err(ServeError::Workers)?);
+    let workers = Arc::new(Workers::start(config.listener.workers).map_err(ServeError::Workers)?);
     let accept_loops = TaskTracker::new();
     for listener in listeners {
         accept_loops.spawn(accept_loop(
@@ -259,15 +258,18 @@ async fn accept_loop(
         };
         let ctx = ctx.clone();
         workers.spawn(tracker.track_future(async move {
-            match tokio::net::TcpStream::from_std(stream) {
+            let stream = tokio::net::TcpStream::from_std(stream);
+            match stream {
                 Ok(stream) => session::serve(ctx, stream, peer, local).await,
-                Err(error) => {
-                    tracing::warn!(%error, client = %peer, "worker cannot take the connection");
-                }
+                Err(error) => warn_not_taken(&error, peer),
             }
             drop(permit);
         }));
     }
+}
+
+fn warn_not_taken(error: &std::io::Error, peer: SocketAddr) {
+    tracing::warn!(%error, client = %peer, "worker cannot take the connection");
 }
 
 /// `hostname/pid`, naming this gateway replica in logs and recordings.

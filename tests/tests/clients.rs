@@ -1,7 +1,7 @@
 //! The client compatibility matrix. Each real client runs one scenario of the same shape (TLS
 //! connect, DDL, inserts, text and binary protocol selects, prepared statements with
 //! NULL/blob/datetime/decimal/JSON parameters, a multi-statement query, a 100k-row result, a
-//! large blob round trip ([`BLOB`]: 20 MiB once the gateway bugs noted there are fixed), a
+//! 20 MiB blob round trip ([`BLOB`]), a
 //! rolled-back transaction, a change of database, an error) straight against the database as
 //! its own account and through a gateway that terminates the login (the client logs in as
 //! alice over TLS; the gateway logs in with its own credential over verified TLS); the outputs
@@ -35,39 +35,14 @@ use tollgate_tests::{
 /// The login column of every row here.
 const LOGIN: &str = "gateway: client TLS, identity table; upstream verified TLS";
 /// The size of the blob every scenario sends and reads back (byte i is i % 251), and its
-/// SHA-256.
-// GATEWAY BUG 1: a MySQL packet of 16 MiB or more (sent as several chunks) is corrupted by the
-// gateway, in both directions and in both login modes, whenever its last chunk has not arrived
-// yet when the first one is complete: `Leg::try_packet` (gateway-user/src/protocol/codec.rs)
-// decodes into a fresh `Vec` on each call, but mysql_common's `PacketCodec::decode` keeps the
-// chunks it has consumed in `dst` and expects the same buffer back, so the first 16 MiB - 1
-// are dropped and the last chunk alone passes for the packet. A 20 MiB INSERT then reaches the
-// command loop as a packet starting mid-SQL ("ERROR 1047 (08S01): Tollgate: unknown or
-// unsupported command"), and a 20 MiB row read from the database reaches the client as the
-// bytes after its first chunk (`SELECT b` of a 20,000,000-byte 'y' column returns 121 bytes).
-// GATEWAY BUG 2: `Leg::send` (same file) does `write_all` on the stream but never `flush`es
-// it; on a TLS leg tokio-rustls returns from `poll_write` once the plaintext is in the rustls
-// session even when the socket would block, so the tail of a large write can stay in rustls
-// until the next write: the peer waits for the rest of the packet and the session hangs. Seen
-// with the mariadb CLI sending a 14 MiB hex literal (a 7 MiB blob) through the terminated
-// gateway to MySQL 9: mysqld's connection sat in `Sleep` (still reading the packet) with
-// empty socket queues on all three sockets, for 15 minutes.
-// Until both are fixed the matrix uses 2 MiB (every command stays one packet, and writes stay
-// well under the socket buffers); `a_20_mib_blob_through_the_gateway` (ignored) is the 20 MiB
-// case the issue asks for. When fixed: BLOB = FULL_BLOB and drop the `#[ignore]`.
+/// SHA-256: 20 MiB, so the packets carrying it are split into 16 MiB chunks on the wire.
 const BLOB: (usize, &str) = (
-    2 * 1024 * 1024,
-    "1e075c8d478ad21844e33e830a695ef03a4d2488b69ee275bd8947618bb1be1e",
-);
-/// The issue's 20 MiB blob and its SHA-256.
-const FULL_BLOB: (usize, &str) = (
     20 * 1024 * 1024,
     "99254018a4506cae413a471f8b9d968a1ab1771565f3247b6e1c3f927e9a572f",
 );
-/// The result column of the rows here while [`BLOB`] is not [`FULL_BLOB`].
-const IDENTICAL: &str =
-    "identical (blob 2 MiB: 20 MiB hits gateway bugs, see tests/tests/clients.rs)";
-/// How long one client run may take before it counts as hung (GATEWAY BUG 2 hangs sessions).
+/// The result column of the rows here.
+const IDENTICAL: &str = "identical";
+/// How long one client run may take before it counts as hung.
 const CLIENT_TIMEOUT: Duration = Duration::from_mins(3);
 /// The 100k-row query of every scenario (a cross join of a 10-row table: portable to MySQL,
 /// which has no `seq_1_to_100000`), up to its parameter.
@@ -547,21 +522,6 @@ fn mariadb_connector_j() {
             LOGIN,
             IDENTICAL,
         );
-    }
-}
-
-/// The issue's 20 MiB blob round trip, with the `mariadb` CLI (a 40 MiB hex literal) and
-/// PyMySQL (an escaped ~20 MiB literal) and mysql-connector-python's C extension (binary
-/// protocol).
-#[test]
-#[ignore = "GATEWAY BUG: packets of 16 MiB or more are corrupted (see BLOB in clients.rs)"]
-fn a_20_mib_blob_through_the_gateway() {
-    for side in sides("a_20_mib_blob_through_the_gateway") {
-        run_cli(&side, FULL_BLOB);
-        run_python(&side, "pymysql", "python3", FULL_BLOB);
-        run_python(&side, "connector-c", "python3", FULL_BLOB);
-        let (_, events) = finish(side, Some(3));
-        assert_scenario_recorded(&events, 3, true);
     }
 }
 

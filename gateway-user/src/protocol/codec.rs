@@ -71,6 +71,8 @@ pub struct Leg<S> {
     stream: S,
     codec: Framing,
     read_buf: BytesMut,
+    /// The chunks so far of a packet over 16 MiB (plain framing).
+    partial: Vec<u8>,
     write_buf: BytesMut,
     /// Bytes read from the socket, for the session totals.
     pub bytes_read: u64,
@@ -87,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             stream,
             codec: Framing(FramingKind::Plain(codec)),
             read_buf: BytesMut::with_capacity(READ_CHUNK),
+            partial: Vec::new(),
             write_buf: BytesMut::with_capacity(READ_CHUNK),
             bytes_read: 0,
             bytes_written: 0,
@@ -104,10 +107,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     /// Decodes the next packet already in the buffer, without reading the socket.
     pub fn try_packet(&mut self) -> Result<Option<Vec<u8>>, CodecError> {
         match &mut self.codec.0 {
+            // The codec appends each chunk of a packet over 16 MiB to `partial` and says
+            // "done" at the last one: the same buffer must come back until then.
             FramingKind::Plain(codec) => {
-                let mut payload = Vec::new();
-                if codec.decode(&mut self.read_buf, &mut payload)? {
-                    Ok(Some(payload))
+                if codec.decode(&mut self.read_buf, &mut self.partial)? {
+                    Ok(Some(std::mem::take(&mut self.partial)))
                 } else {
                     Ok(None)
                 }
@@ -169,6 +173,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     async fn send(&mut self) -> Result<(), CodecError> {
         if !self.write_buf.is_empty() {
             self.stream.write_all(&self.write_buf).await?;
+            // A TLS stream may keep the tail of what it accepted in its own buffer when the
+            // socket would block; flushing pushes it out (a no-op for plain TCP).
+            self.stream.flush().await?;
             self.bytes_written += self.write_buf.len() as u64;
             self.write_buf.clear();
         }
@@ -179,6 +186,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
     #[must_use]
     pub fn has_buffered(&self) -> bool {
         !self.read_buf.is_empty()
+            || !self.partial.is_empty()
             || matches!(&self.codec.0, FramingKind::Compressed(codec) if codec.has_buffered())
     }
 
@@ -212,6 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Leg<S> {
             stream,
             codec,
             read_buf: BytesMut::with_capacity(READ_CHUNK),
+            partial: Vec::new(),
             write_buf: BytesMut::with_capacity(READ_CHUNK),
             bytes_read,
             bytes_written,
@@ -325,5 +334,25 @@ mod tests {
         let read = async move { reader.read_packet().await.expect("read") };
         let (_writer, got) = tokio::join!(write, read);
         assert_eq!(got.map(|p| p.len()), Some(expected.len()));
+    }
+
+    #[tokio::test]
+    async fn a_packet_whose_last_chunk_arrives_later_is_joined_whole() {
+        let (mut peer, ours) = duplex(1 << 16);
+        let mut leg = Leg::new(ours);
+        let first = 0x00ff_ffff_usize;
+        let read = tokio::spawn(async move { leg.read_packet().await.expect("read") });
+        let mut wire = vec![0xff, 0xff, 0xff, 0];
+        wire.extend(std::iter::repeat_n(1u8, first));
+        peer.write_all(&wire).await.expect("first chunk");
+        // The reader has decoded the first chunk by now and waits for the rest.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        peer.write_all(&[3, 0, 0, 1, 2, 2, 2])
+            .await
+            .expect("last chunk");
+        let packet = read.await.expect("joined").expect("a packet");
+        assert_eq!(packet.len(), first + 3);
+        assert_eq!(packet.first(), Some(&1));
+        assert_eq!(packet.last(), Some(&2));
     }
 }
