@@ -116,6 +116,7 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
 
     refusals(port);
     python_connector_changes_user(port);
+    clear_password_clients(port);
 
     std::thread::sleep(Duration::from_millis(300));
     gateway.stop();
@@ -125,8 +126,8 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
         .filter(|e| e["type"] == "session.login" && e["accepted"] == true)
         .collect();
     // Four logins with the mariadb CLI, two with mysql-connector-python, each changing to bob
-    // once.
-    assert_eq!(accepted.len(), 8, "{events:?}");
+    // once, and two with mysql_clear_password.
+    assert_eq!(accepted.len(), 8 + 2, "{events:?}");
     assert_eq!(
         accepted.iter().filter(|e| e["user"] == "bob").count(),
         2,
@@ -146,7 +147,7 @@ fn clients_log_in_to_the_gateway_and_it_logs_in_with_its_own_credential() {
         .filter(|e| e["type"] == "session.login" && e["accepted"] == false)
         .count();
     // Four refused logins, and three refused changes of user per connector run.
-    assert_eq!(refused, 4 + 2 * 3, "{events:?}");
+    assert_eq!(refused, 4 + 2 * 3 + 1, "{events:?}");
     assert!(
         events.iter().any(|e| e["type"] == "session.login"
             && e["user"] == "mallory"
@@ -238,6 +239,49 @@ print(one("SELECT 2")[0])
             "changes user (gateway re-authenticates); wrong passwords refused, session kept",
         );
     }
+}
+
+/// Clients whose plugin is `mysql_clear_password` send the password in the handshake response
+/// itself; inside TLS the gateway takes it from there (no auth switch).
+fn clear_password_clients(port: u16) {
+    let script = format!(
+        r#"
+import mysql.connector
+for password in ["alice-pw", "wrong"]:
+    try:
+        c = mysql.connector.connect(host="127.0.0.1", port={port}, user="alice", password=password,
+                                    use_pure=True, auth_plugin="mysql_clear_password")
+        cur = c.cursor()
+        cur.execute("SELECT CURRENT_USER()")
+        print(cur.fetchall()[0][0])
+    except mysql.connector.Error as e:
+        print(e.errno)
+"#
+    );
+    let output = run_capture(Command::new("python3").args(["-c", &script])).expect("python");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .collect::<Vec<_>>(),
+        ["app@%", "1045"],
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["--default-auth=mysql_clear_password"],
+        "SELECT CURRENT_USER()",
+    );
+    assert!(ok && out.trim() == "app@%", "{out}{err}");
+    record_compatibility(
+        "mariadb CLI 10.11, mysql-connector-python 26.10 (pure)",
+        "MariaDB 10.11",
+        "text, client plugin mysql_clear_password",
+        "gateway: client TLS, identity table; upstream TLS",
+        "logs in (password taken from the handshake response, TLS only)",
+    );
 }
 
 /// A database account with MariaDB's `client_ed25519` plugin: the gateway signs the

@@ -217,6 +217,26 @@ pub fn parse_client_login(payload: &[u8]) -> Option<ClientLogin> {
     })
 }
 
+/// The authentication data of a handshake response (a password in clear text when the
+/// client's plugin is `mysql_clear_password`), or `None` when the packet is malformed.
+#[must_use]
+pub fn auth_response(payload: &[u8]) -> Option<Vec<u8>> {
+    let mut r = Reader::new(payload);
+    let capabilities = r.u32()?;
+    r.take(4 + 1 + 19 + 4)?;
+    r.nul_bytes()?;
+    let data = if capabilities & CapabilityFlags::CLIENT_PLUGIN_AUTH_LENENC_CLIENT_DATA.bits() != 0
+    {
+        r.lenenc_bytes()?
+    } else if capabilities & CapabilityFlags::CLIENT_SECURE_CONNECTION.bits() != 0 {
+        let len = usize::from(r.u8()?);
+        r.take(len)?
+    } else {
+        r.nul_bytes()?
+    };
+    Some(data.to_vec())
+}
+
 /// The handshake response the gateway sends the database, with its own user and the
 /// `auth_response` computed for `plugin`; `client` supplies what the client asked for
 /// (character set, MariaDB extensions), so both legs speak the same dialect, and its
@@ -486,6 +506,10 @@ mod tests {
             "mysql_native_password",
         );
         let login = parse_client_login(&bytes).expect("parse");
+        assert_eq!(auth_response(&bytes), Some(scrambled.clone()));
+        for len in 0..bytes.len() {
+            let _ = auth_response(&bytes[..len]);
+        }
         assert_eq!(login.attributes, client.attributes);
         assert_eq!(login.user, "app");
         assert_eq!(login.database.as_deref(), Some("demo"));

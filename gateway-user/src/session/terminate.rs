@@ -340,8 +340,16 @@ async fn client_login(
             reason: "no TLS".into(),
         });
     }
-    let password =
-        client_password(&mut client, login.auth_plugin.as_deref(), Some(deadline)).await?;
+    let password = if login.auth_plugin.as_deref() == Some("mysql_clear_password") {
+        // The client sent its password in clear text already (inside TLS, checked above).
+        let mut password = handshake::auth_response(&response).unwrap_or_default();
+        if password.last() == Some(&0) {
+            password.pop();
+        }
+        password
+    } else {
+        client_password(&mut client, login.auth_plugin.as_deref(), Some(deadline)).await?
+    };
     let identity = match setup.identities.authenticate(&login.user, password).await {
         Ok(identity) => identity,
         Err(error) => {
