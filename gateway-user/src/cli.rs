@@ -49,6 +49,11 @@ pub enum Command {
     },
     /// Print an argon2 hash of a password read from standard input (for `[[identities]]`).
     HashPassword,
+    /// Get an OIDC token for a person: browser (authorization code + PKCE) or device code;
+    /// cached, refreshed, printed or written to a MySQL option file.
+    Login(crate::token::LoginArgs),
+    /// Get an OIDC token for an agent or a service account (`--client-credentials`).
+    Token(crate::token::TokenArgs),
     /// Recorded sessions.
     Sessions {
         /// What to do with them.

@@ -18,5 +18,6 @@ pub mod session;
 pub mod sessions;
 pub mod telemetry;
 pub mod tls;
+pub mod token;
 pub mod upstream;
 pub mod workers;

@@ -65,6 +65,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{hash}");
             Ok(())
         }
+        Command::Login(args) => Ok(tollgate::token::login_command(&args)?),
+        Command::Token(args) => Ok(tollgate::token::token_command(&args)?),
         Command::Sessions {
             command:
                 SessionsCommand::List {

@@ -8,9 +8,15 @@
 //  - client_credentials (agent-1 / agent-1-secret) -> RS256 JWT access token (sub = client id,
 //    email, groups, aud = urn:test:api);
 //  - a test-only "password" grant (alice/alice-pw in admins+devs, bob/bob-pw in devs) through
-//    the client test-app -> id_token (aud = test-app) + JWT access token (aud = urn:test:api).
+//    the client test-app -> id_token (aud = test-app) + JWT access token (aud = urn:test:api);
+//  - the authorization-code flow with PKCE and the device flow (RFC 8628) for the public native
+//    client tollgate-cli (any loopback port for http://127.0.0.1/callback; refresh tokens are
+//    issued to it), logged in through devInteractions (any subject as login, any password);
+//    tests/oidc/browser.py walks those pages like a user would.
 //
 // Test-only endpoints (never in a real issuer):
+//  - POST /test/access-ttl?seconds=N: JWT access tokens issued from now on live N seconds.
+//  - GET /test/stats: {"token_requests": <POSTs to /token so far>}.
 //  - POST /test/rotate: a new signing key replaces the old one (the old one leaves the JWKS, so
 //    tokens it signed name an unknown key); answers {"kid": "<new kid>"}.
 //  - GET /test/token?sub=&aud=&exp=&nbf=&iss=&groups=a,b&forge=: a token with exactly these
@@ -43,6 +49,8 @@ const AGENTS = {
 };
 
 let generation = 0;
+let accessTokenTTL = 3600; // POST /test/access-ttl
+let tokenRequests = 0; // GET /test/stats
 function newKey() {
   generation += 1;
   const { privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
@@ -66,6 +74,12 @@ function makeProvider(signingKey) {
         grant_types: ['client_credentials'], redirect_uris: [], response_types: [],
         scope: 'api:read api:write',
       })),
+      {
+        client_id: 'tollgate-cli', application_type: 'native', token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
+        response_types: ['code'], redirect_uris: ['http://127.0.0.1/callback'],
+        scope: 'openid email groups offline_access api:read',
+      },
       {
         client_id: 'test-app', client_secret: 'test-app-secret', token_endpoint_auth_method: 'client_secret_post',
         grant_types: ['authorization_code', 'refresh_token', 'password'],
@@ -94,16 +108,24 @@ function makeProvider(signingKey) {
     },
     features: {
       devInteractions: { enabled: true },
+      deviceFlow: { enabled: true },
       clientCredentials: { enabled: true },
       introspection: { enabled: true },
       resourceIndicators: {
         enabled: true,
         defaultResource: () => API,
         useGrantedResource: () => true,
-        getResourceServerInfo: () => resourceServer,
+        getResourceServerInfo: () => ({ ...resourceServer, accessTokenTTL }),
       },
     },
-    ttl: { AccessToken: 3600, ClientCredentials: 3600, IdToken: 3600 },
+    // Refresh tokens for every client allowed the grant (not only with offline_access + consent).
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    // Access tokens live as long as their resource server says (POST /test/access-ttl).
+    ttl: {
+      AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || 3600,
+      ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || 3600,
+      IdToken: 3600,
+    },
   };
   const provider = new Provider(ISSUER, configuration);
 
@@ -183,6 +205,18 @@ function testToken(query) {
 
 createServer((req, res) => {
   const url = new URL(req.url, ISSUER);
+  if (url.pathname === '/token' && req.method === 'POST') tokenRequests += 1;
+  if (url.pathname === '/test/access-ttl' && req.method === 'POST') {
+    accessTokenTTL = Number(url.searchParams.get('seconds'));
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ accessTokenTTL }));
+    return;
+  }
+  if (url.pathname === '/test/stats') {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ token_requests: tokenRequests }));
+    return;
+  }
   if (url.pathname === '/test/rotate' && req.method === 'POST') {
     current = makeProvider(newKey());
     res.writeHead(200, { 'content-type': 'application/json' });

@@ -877,6 +877,28 @@ impl OidcIssuer {
         Ok(body)
     }
 
+    /// Makes the JWT access tokens the issuer mints from now on live `seconds` seconds.
+    pub fn set_access_token_ttl(&self, seconds: u64) -> anyhow::Result<()> {
+        let (status, body) =
+            self.http("POST", &format!("/test/access-ttl?seconds={seconds}"), "")?;
+        if status != 200 {
+            bail!("access-ttl answered {status}: {body}");
+        }
+        Ok(())
+    }
+
+    /// How many requests reached the issuer's token endpoint so far.
+    pub fn token_requests(&self) -> anyhow::Result<u64> {
+        let (status, body) = self.http("GET", "/test/stats", "")?;
+        if status != 200 {
+            bail!("stats answered {status}: {body}");
+        }
+        let answer: Value = serde_json::from_str(&body)?;
+        answer["token_requests"]
+            .as_u64()
+            .with_context(|| format!("no token_requests in {answer}"))
+    }
+
     /// Rotates the issuer's signing key (the old one leaves its JWKS); the new key id.
     pub fn rotate(&self) -> anyhow::Result<String> {
         let (status, body) = self.http("POST", "/test/rotate", "")?;
