@@ -8,8 +8,9 @@
 //! and ignores options it does not know there. Nothing else is written: the gateway asks for
 //! the password through `caching_sha2_password` full authentication inside TLS, which every
 //! client answers with the cleartext password by itself, so `enable-cleartext-plugin` (which
-//! MySQL's own client would need for `mysql_clear_password`) is not needed, and an option one
-//! client does not know could make it refuse the file.
+//! MySQL's own client would need for `mysql_clear_password`) is not needed: all three accept
+//! it, but MariaDB's client then warns "option '--enable-cleartext-plugin' is obsolete" on
+//! every run.
 //!
 //! The token is written unquoted, so it must be made of characters all three parsers take
 //! literally: JWTs (base64url and dots) and the usual opaque tokens are.
