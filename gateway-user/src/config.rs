@@ -2,7 +2,7 @@
 //! path and the line, e.g. `tollgate.toml:12:11: targets[1].address: invalid IP prefix`.
 
 use std::{
-    collections::HashSet,
+    collections::{BTreeMap, HashSet},
     fmt,
     net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
@@ -104,6 +104,9 @@ pub struct IdentityConfig {
     pub user: String,
     /// argon2 PHC hash of the password (`tollgate hash-password` makes one).
     pub password_hash: String,
+    /// Groups the user is in, for `[[targets.allow]]` rules.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// `[targets.login]`: the gateway's own database account for a target. With it, the gateway
@@ -120,6 +123,42 @@ pub struct LoginConfig {
     /// File (mode 0600) holding the password.
     #[serde(default)]
     pub password_file: Option<PathBuf>,
+    /// A command (program and arguments, no shell) whose standard output is the password,
+    /// e.g. a secrets manager's CLI; run when the gateway starts.
+    #[serde(default)]
+    pub password_command: Option<Vec<String>>,
+}
+
+/// `[[targets.allow]]`: who may use a target, as which of its accounts. Rules are tried in
+/// order and the first that matches the identity decides; an identity no rule matches is
+/// refused (deny by default).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllowRule {
+    /// Groups that match (any of them); `"*"` matches every authenticated identity.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Identities that match by name or subject, whatever their groups.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// The account the gateway logs in with: a name in `[targets.accounts]`, or `"default"`
+    /// for `[targets.login]` (the default).
+    #[serde(default = "default_account")]
+    pub account: String,
+    /// Databases the session may use (initial database, `USE`, `COM_INIT_DB`, change of
+    /// user); any when absent.
+    #[serde(default)]
+    pub databases: Option<Vec<String>>,
+    /// Longest a session may last; unlimited when absent.
+    #[serde(default, with = "humantime_serde")]
+    pub max_session: Option<Duration>,
+}
+
+/// The account `[targets.login]` stands for in `[[targets.allow]]` rules.
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+fn default_account() -> String {
+    DEFAULT_ACCOUNT.to_owned()
 }
 
 /// `[listener.tls]`: the certificate clients see. Without it, a self-signed certificate is
@@ -268,9 +307,17 @@ pub struct TargetConfig {
     /// Where the gateway dials (`host:port`); by default the connection's original destination.
     #[serde(default)]
     pub upstream: Option<Spanned<String>>,
-    /// The gateway's own login. Without it, the client's login is relayed to the database.
+    /// The gateway's own login (the account named `"default"`). Without it and without
+    /// `accounts`, the client's login is relayed to the database.
     #[serde(default)]
     pub login: Option<LoginConfig>,
+    /// More database accounts the gateway holds for this target, by name (e.g. `readonly`,
+    /// `admin`), for `[[targets.allow]]` rules to choose from.
+    #[serde(default)]
+    pub accounts: BTreeMap<String, LoginConfig>,
+    /// Who may use the target, as which account (deny by default).
+    #[serde(default)]
+    pub allow: Vec<AllowRule>,
     /// TLS from the gateway to the database (for targets with a `login`).
     #[serde(default)]
     pub tls: UpstreamTlsConfig,
@@ -328,6 +375,25 @@ impl Default for UpstreamTlsConfig {
 }
 
 impl TargetConfig {
+    /// True when the gateway terminates logins for this target (it holds an account).
+    #[must_use]
+    pub fn terminates(&self) -> bool {
+        self.login.is_some() || !self.accounts.is_empty()
+    }
+
+    /// Every account the gateway holds for this target, by name (`[targets.login]` as
+    /// [`DEFAULT_ACCOUNT`]).
+    pub fn all_accounts(&self) -> impl Iterator<Item = (&str, &LoginConfig)> {
+        self.login
+            .iter()
+            .map(|login| (DEFAULT_ACCOUNT, login))
+            .chain(
+                self.accounts
+                    .iter()
+                    .map(|(name, login)| (name.as_str(), login)),
+            )
+    }
+
     /// The address the gateway dials for a connection to this target whose original destination
     /// is `original` (or unknown, for a connection that was not redirected).
     #[must_use]
@@ -555,13 +621,82 @@ impl Config {
         }
         self.validate_oidc()?;
         for (i, target) in self.targets.iter().enumerate() {
-            if let Some(login) = &target.login
-                && login.password_env.is_some() == login.password_file.is_some()
+            Self::validate_policy(i, target)?;
+        }
+        Ok(())
+    }
+
+    /// A target's accounts and `[[targets.allow]]` rules.
+    fn validate_policy(i: usize, target: &TargetConfig) -> Result<(), Invalid> {
+        let at = target.name.span().start;
+        for (name, login) in target.all_accounts() {
+            let field = if target.login.is_some() && name == DEFAULT_ACCOUNT {
+                format!("targets[{i}].login")
+            } else {
+                format!("targets[{i}].accounts.{name}")
+            };
+            if target.login.is_some()
+                && name == DEFAULT_ACCOUNT
+                && target.accounts.contains_key(name)
             {
                 return Err(Invalid::new(
-                    target.name.span().start,
-                    format!("targets[{i}].login"),
-                    "set exactly one of password_env or password_file",
+                    at,
+                    field,
+                    "\"default\" is the name of [targets.login]; pick another account name",
+                ));
+            }
+            let sources = [
+                login.password_env.is_some(),
+                login.password_file.is_some(),
+                login.password_command.is_some(),
+            ];
+            if sources.iter().filter(|set| **set).count() != 1 {
+                return Err(Invalid::new(
+                    at,
+                    field,
+                    "set exactly one of password_env, password_file or password_command",
+                ));
+            }
+            if login.password_command.as_ref().is_some_and(Vec::is_empty) {
+                return Err(Invalid::new(
+                    at,
+                    field,
+                    "password_command needs a program (and its arguments)",
+                ));
+            }
+        }
+        if !target.terminates() {
+            if !target.allow.is_empty() {
+                return Err(Invalid::new(
+                    at,
+                    format!("targets[{i}].allow"),
+                    "allow rules need an account: add [targets.login] or [targets.accounts.NAME]",
+                ));
+            }
+            return Ok(());
+        }
+        if target.allow.is_empty() {
+            return Err(Invalid::new(
+                at,
+                format!("targets[{i}].allow"),
+                "no [[targets.allow]] rule: nobody may use this target (deny by default); add \
+                 one, e.g. groups = [\"dba\"]",
+            ));
+        }
+        for (r, rule) in target.allow.iter().enumerate() {
+            let field = format!("targets[{i}].allow[{r}]");
+            if rule.groups.is_empty() && rule.users.is_empty() {
+                return Err(Invalid::new(
+                    at,
+                    field,
+                    "matches nobody: set groups (\"*\" for every identity) or users",
+                ));
+            }
+            if !target.all_accounts().any(|(name, _)| name == rule.account) {
+                return Err(Invalid::new(
+                    at,
+                    format!("{field}.account"),
+                    format!("no account {:?} in this target", rule.account),
                 ));
             }
         }
@@ -749,6 +884,41 @@ port = 3306
         assert_eq!(config.targets[0].address.to_string(), "198.18.0.0/24");
         assert_eq!(config.interception.mode, InterceptionMode::Cgroup);
         assert_eq!(config.limits.connect_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn a_target_the_gateway_logs_in_to_needs_allow_rules_naming_its_accounts() {
+        let login = "[targets.login]\nuser = \"app\"\npassword_env = \"PW\"\n";
+        let error = parse(&format!("{GOOD}{login}")).expect_err("no rule");
+        assert!(
+            error.contains("targets[0].allow") && error.contains("deny by default"),
+            "{error}"
+        );
+        let rule = "[[targets.allow]]\ngroups = [\"dba\"]\naccount = \"admin\"\n";
+        let error = parse(&format!("{GOOD}{rule}{login}")).expect_err("unknown account");
+        assert!(
+            error.contains("targets[0].allow[0].account") && error.contains("\"admin\""),
+            "{error}"
+        );
+        let nobody = "[[targets.allow]]\naccount = \"default\"\n";
+        let error = parse(&format!("{GOOD}{nobody}{login}")).expect_err("matches nobody");
+        assert!(error.contains("matches nobody"), "{error}");
+        let two = login.replace(
+            "password_env = \"PW\"",
+            "password_env = \"PW\"\npassword_file = \"/x\"",
+        );
+        let error = parse(&format!("{GOOD}{rule}{two}")).expect_err("two sources");
+        assert!(error.contains("exactly one of"), "{error}");
+        let good = format!(
+            "{GOOD}{rule}{login}[targets.accounts.admin]\nuser = \"root\"\n\
+             password_command = [\"vault\", \"read\", \"db/admin\"]\n"
+        );
+        let config = parse(&good).expect("valid policy");
+        assert!(config.targets[0].terminates());
+        assert_eq!(config.targets[0].all_accounts().count(), 2);
+        let relayed = format!("{GOOD}{rule}");
+        let error = parse(&relayed).expect_err("rules without accounts");
+        assert!(error.contains("need an account"), "{error}");
     }
 
     #[test]

@@ -8,7 +8,6 @@ use tokio::{io::AsyncWriteExt as _, net::TcpListener, sync::Semaphore};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    auth::UpstreamCredential,
     config::{Config, InterceptionMode},
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
@@ -55,18 +54,17 @@ pub enum ServeError {
 
 /// What terminating logins needs, when any target has a `login`.
 fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeError> {
-    if config.targets.iter().all(|t| t.login.is_none()) {
-        return Ok(None);
-    }
-    let credentials = config
+    if !config
         .targets
         .iter()
-        .map(|t| {
-            t.login
-                .as_ref()
-                .map(|login| UpstreamCredential::load(t.name.get_ref(), login))
-                .transpose()
-        })
+        .any(crate::config::TargetConfig::terminates)
+    {
+        return Ok(None);
+    }
+    let policies = config
+        .targets
+        .iter()
+        .map(crate::policy::TargetPolicy::load)
         .collect::<Result<Vec<_>, _>>()?;
     if config.listener.tls.is_none() {
         tracing::warn!("listener.tls is not set: clients get a self-signed certificate");
@@ -79,7 +77,7 @@ fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeErro
     Ok(Some(Arc::new(LoginContext {
         tls: crate::tls::acceptor(config.listener.tls.as_ref())?,
         identities: crate::identity::Authenticator::new(config)?,
-        credentials,
+        policies,
         upstream_tls,
     })))
 }
@@ -87,7 +85,7 @@ fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeErro
 /// TLS toward a target's database, per its `tls` section.
 fn upstream_tls(target: &crate::config::TargetConfig) -> Result<Option<UpstreamTls>, ServeError> {
     use crate::config::{UpstreamAddr, UpstreamTlsMode};
-    if target.login.is_none() || target.tls.mode == UpstreamTlsMode::Disabled {
+    if !target.terminates() || target.tls.mode == UpstreamTlsMode::Disabled {
         return Ok(None);
     }
     if !target.tls.verify {

@@ -403,6 +403,8 @@ password_hash = "{hash}"
 name = "{name}"
 address = "127.0.0.1"
 port = {port}
+[[targets.allow]]
+groups = ["*"]
 [targets.login]
 user = "{user}"
 password_env = "{DB_PASSWORD_ENV}"

@@ -48,6 +48,8 @@ password_hash = "{}"
 name = "db"
 address = "127.0.0.1"
 port = {db_port}
+[[targets.allow]]
+groups = ["*"]
 [targets.login]
 user = "app"
 password_env = "TOLLGATE_TEST_DB_PASSWORD"
@@ -380,7 +382,7 @@ fn load_data_local_infile_is_off_unless_the_target_allows_it() {
     let (off_port, on_port) = (free_port(), free_port());
     let off = login_config(off_port, db.port, "mode = \"required\"", &ca);
     let on = login_config(on_port, db.port, "mode = \"required\"", &ca)
-        .replace("[targets.login]", "local_infile = true\n[targets.login]");
+        .replace("[[targets.allow]]", "local_infile = true\n[[targets.allow]]");
     let env = [("TOLLGATE_TEST_DB_PASSWORD", "app-pw")];
     let mut gateway_off = Gateway::start_with_env(None, &off, &env).expect("gateway");
     let mut gateway_on = Gateway::start_with_env(None, &on, &env).expect("gateway");
@@ -516,6 +518,165 @@ fn protocol_violations_get_an_error_packet_and_end_the_session() {
         .filter(|e| e["type"] == "session.ended" && e["reason"] == "error")
         .count();
     assert_eq!(ended, 3);
+}
+
+/// The configuration of the policy test: alice a reader, bob a dba and a reader, mallory in
+/// no group; readers get the read-only account in `demo` for 3 s, dbas the full account.
+fn policy_config(port: u16, db_port: u16, ca: &std::path::Path) -> String {
+    format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:{port}"]
+fallback_target = "db"
+[interception]
+mode = "off"
+[recording]
+store = "{{store}}"
+[[identities]]
+user = "alice"
+password_hash = "{alice}"
+groups = ["readers"]
+[[identities]]
+user = "bob"
+password_hash = "{bob}"
+groups = ["dba", "readers"]
+[[identities]]
+user = "mallory"
+password_hash = "{mallory}"
+[[targets]]
+name = "db"
+address = "127.0.0.1"
+port = {db_port}
+[[targets.allow]]
+groups = ["dba"]
+[[targets.allow]]
+groups = ["readers"]
+account = "readonly"
+databases = ["demo"]
+max_session = "3s"
+[targets.login]
+user = "app"
+password_env = "TOLLGATE_TEST_DB_PASSWORD"
+[targets.accounts.readonly]
+user = "demo"
+password_command = ["printf", "demo-pw"]
+[targets.tls]
+mode = "required"
+ca = "{ca}"
+"#,
+        alice = hash_password("alice-pw"),
+        bob = hash_password("bob-pw"),
+        mallory = hash_password("mallory-pw"),
+        ca = ca.display(),
+    )
+}
+
+/// Every decision of the policy test is in the recording: rule and account, or why not.
+fn assert_policy_recorded(events: &[serde_json::Value]) {
+    let logins: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["type"] == "session.login")
+        .collect();
+    let alice = logins
+        .iter()
+        .find(|e| e["user"] == "alice" && e["accepted"] == true)
+        .expect("alice's login");
+    assert_eq!(alice["policy"]["rule"], 1);
+    assert_eq!(alice["policy"]["account"], "readonly");
+    assert_eq!(alice["upstream_user"], "demo");
+    let mallory = logins
+        .iter()
+        .find(|e| e["user"] == "mallory")
+        .expect("mallory's login");
+    assert_eq!(mallory["policy"]["allowed"], false);
+    assert_eq!(mallory["error_code"], 1045);
+    assert!(
+        events.iter().any(|e| e["type"] == "session.ended"
+            && e["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("maximum length"))),
+        "{events:?}"
+    );
+    let statement = events
+        .iter()
+        .find(|e| e["type"] == "statement" && e["error"]["code"] == 1044)
+        .expect("the refused USE is recorded");
+    // The mariadb CLI sends `USE` as COM_INIT_DB.
+    assert_eq!(statement["command"], "init_db");
+    assert_eq!(statement["sql"], "mysql");
+}
+
+/// Deny by default, per target: `[[targets.allow]]` rules pick the database account by group
+/// (readers get a read-only account limited to one database and a maximum session length,
+/// the dba group the full account), refuse identities no rule matches, and every decision is
+/// recorded with the login.
+#[test]
+fn the_policy_picks_the_account_by_group_and_refuses_the_rest() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let ca = db.dir().join("tls/ca.pem");
+    let config = policy_config(port, db.port, &ca);
+    let mut gateway =
+        Gateway::start_with_env(None, &config, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
+            .expect("start gateway");
+
+    // A reader logs in with the read-only account, in the one database it may use.
+    let (ok, out, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["-D", "demo"],
+        "SELECT CURRENT_USER(), DATABASE()",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "demo@%\tdemo");
+    let (ok, _, err) = client(port, "alice", "alice-pw", &["-D", "demo"], "USE mysql");
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "ERROR 1044 (42000) at line 1: Tollgate: database 'mysql' is not allowed for alice \
+             (groups readers) on target 'db'"
+        ),
+        "{err}"
+    );
+    let (ok, _, err) = client(port, "alice", "alice-pw", &["-D", "mysql"], "SELECT 1");
+    assert!(!ok);
+    assert!(err.contains("ERROR 1044 (42000)"), "{err}");
+    // The first matching rule decides: bob is a dba (and a reader) and gets the full account.
+    let (ok, out, err) = client(
+        port,
+        "bob",
+        "bob-pw",
+        &[],
+        "USE mysql; SELECT CURRENT_USER(), DATABASE()",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.trim(), "app@%\tmysql");
+    // No rule for mallory: refused, saying why.
+    let (ok, _, err) = client(port, "mallory", "mallory-pw", &[], "SELECT 1");
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "ERROR 1045 (28000): Access denied for user 'mallory' (Tollgate: mallory (no groups) \
+             may not use target 'db')"
+        ),
+        "{err}"
+    );
+    // A reader's session ends after max_session (3 s): the next statement fails.
+    let (ok, _, err) = client(
+        port,
+        "alice",
+        "alice-pw",
+        &["-D", "demo"],
+        "SELECT SLEEP(1); SELECT SLEEP(3); SELECT 'too late'",
+    );
+    assert!(!ok, "the session outlived max_session");
+    assert!(!err.is_empty());
+
+    std::thread::sleep(Duration::from_millis(300));
+    gateway.stop();
+    assert_policy_recorded(&gateway.recorded_events());
+    assert!(!gateway.log_text().contains("demo-pw"));
 }
 
 /// mysql-connector-python's C extension is linked against the OpenSSL it ships in

@@ -50,6 +50,8 @@ password_hash = "{}"
 name = "mysql9"
 address = "127.0.0.1"
 port = {}
+[[targets.allow]]
+groups = ["*"]
 [targets.login]
 user = "sha2"
 password_env = "TOLLGATE_TEST_MYSQL9_PASSWORD"

@@ -40,6 +40,8 @@ audiences = ["urn:test:api", "test-app"]
 name = "db"
 address = "127.0.0.1"
 port = {db_port}
+[[targets.allow]]
+groups = ["*"]
 [targets.login]
 user = "app"
 password_env = "TOLLGATE_TEST_DB_PASSWORD"

@@ -263,11 +263,18 @@ store = "{store}"
 [[identities]]
 user = "alice"
 password_hash = "{alice_hash}"
+groups = ["analysts"]
 
 [[targets]]
 name = "demo-db"
 address = "127.0.0.1"
 port = {MARIADB_PORT}
+
+# Deny by default: analysts may use the demo database, for at most 8 hours per session.
+[[targets.allow]]
+groups = ["analysts"]
+databases = ["demo"]
+max_session = "8h"
 
 # The gateway logs in to MariaDB itself; clients never see this credential.
 [targets.login]

@@ -20,6 +20,7 @@ use crate::config::{IdentityConfig, LoginConfig};
 #[derive(Clone, Default)]
 pub struct IdentityTable {
     users: HashMap<String, String>,
+    groups: HashMap<String, Vec<String>>,
     /// A hash verified for unknown users, so the time a refusal takes does not tell whether
     /// the user exists.
     dummy: String,
@@ -42,8 +43,18 @@ impl IdentityTable {
                 .iter()
                 .map(|i| (i.user.clone(), i.password_hash.clone()))
                 .collect(),
+            groups: identities
+                .iter()
+                .map(|i| (i.user.clone(), i.groups.clone()))
+                .collect(),
             dummy: hash_password(b"tollgate: no such user").unwrap_or_default(),
         }
+    }
+
+    /// The groups of `user` (none for an unknown user).
+    #[must_use]
+    pub fn groups(&self, user: &str) -> Vec<String> {
+        self.groups.get(user).cloned().unwrap_or_default()
     }
 
     /// True when `password` is the password of `user`. CPU-heavy (argon2): call it off the
@@ -127,6 +138,82 @@ pub enum CredentialError {
         /// The file.
         path: PathBuf,
     },
+    /// The password command could not run, failed, or printed nothing. Its output is never
+    /// part of the message.
+    #[error("target {target}: password_command {program}: {reason}")]
+    Command {
+        /// Target name.
+        target: String,
+        /// The program run.
+        program: String,
+        /// What went wrong (exit status, or why it could not start).
+        reason: String,
+    },
+}
+
+/// Longest a `password_command` may run.
+const PASSWORD_COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a `password_command` (no shell) and returns its standard output without the trailing
+/// newline. Its standard error goes to the gateway's; its output is never logged.
+#[expect(
+    clippy::disallowed_types,
+    reason = "synchronous start-up code: a blocking deadline, no tokio clock involved"
+)]
+fn password_from_command(
+    target: &str,
+    argv: &[String],
+) -> Result<Zeroizing<Vec<u8>>, CredentialError> {
+    use std::io::Read as _;
+    let program = argv.first().cloned().unwrap_or_default();
+    let error = |reason: String| CredentialError::Command {
+        target: target.to_owned(),
+        program: program.clone(),
+        reason,
+    };
+    let mut child = std::process::Command::new(&program)
+        .args(argv.get(1..).unwrap_or_default())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .map_err(|e| error(format!("cannot run it: {e}")))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| error("no output pipe".into()))?;
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Zeroizing::new(Vec::new());
+        let _ = stdout.read_to_end(&mut bytes);
+        bytes
+    });
+    let deadline = std::time::Instant::now() + PASSWORD_COMMAND_TIMEOUT;
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| error(e.to_string()))? {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(error(format!(
+                "did not finish within {PASSWORD_COMMAND_TIMEOUT:?}"
+            )));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    let mut bytes = reader
+        .join()
+        .map_err(|_| error("reading its output failed".into()))?;
+    if !status.success() {
+        return Err(error(format!("exited with {status}")));
+    }
+    while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(error("printed no password".into()));
+    }
+    Ok(bytes)
 }
 
 impl UpstreamCredential {
@@ -161,6 +248,8 @@ impl UpstreamCredential {
                 bytes.pop();
             }
             bytes
+        } else if let Some(argv) = &login.password_command {
+            password_from_command(target, argv)?
         } else {
             Zeroizing::new(Vec::new())
         };
@@ -188,6 +277,7 @@ mod tests {
         let table = IdentityTable::new(&[IdentityConfig {
             user: "alice".into(),
             password_hash: hash,
+            groups: vec!["devs".into()],
         }]);
         assert!(table.verify("alice", b"s3cret"));
         assert!(!table.verify("alice", b"wrong"));

@@ -39,7 +39,7 @@ pub struct Identity {
     /// The token's issuer, for token identities.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
-    /// Groups from the token's groups claim (empty for password identities).
+    /// Groups: from the token's groups claim, or the identity table's `groups`.
     #[serde(default)]
     pub groups: Vec<String>,
 }
@@ -118,7 +118,7 @@ impl Authenticator {
                 subject: user.to_owned(),
                 name: user.to_owned(),
                 issuer: None,
-                groups: Vec::new(),
+                groups: self.table.groups(user),
             })
         } else {
             Err(AuthError::WrongPassword)

@@ -68,6 +68,9 @@ pub struct LoginEvent {
     /// the gateway terminated the login and accepted it; never the password or token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<crate::identity::Identity>,
+    /// The policy decision (`[[targets.allow]]`): the rule and account, or why not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<crate::policy::Decision>,
 }
 
 /// Body of `statement`: one command and its outcome.

@@ -11,6 +11,8 @@
 
 use super::{relay::Relay, relay::RelayError, response::Outcome, terminate};
 use crate::{
+    identity::{Authenticator, Identity},
+    policy::{Decision, Grant, TargetPolicy},
     protocol::{attributes::Attributes, change_user, handshake, packets},
     recording::{EventKind, LoginEvent, RecordedEvent},
 };
@@ -31,7 +33,7 @@ impl Relay<'_> {
                 "no terminated login to re-authenticate against".into(),
             ));
         };
-        let (identities, credential) = (reauth.identities, reauth.credential);
+        let (identities, policy) = (reauth.identities, reauth.policy);
         let (nonce, plugin) = (reauth.nonce, reauth.plugin.clone());
         let charset = u16::from(reauth.charset);
         let session = reauth.session_id.to_string();
@@ -49,27 +51,13 @@ impl Relay<'_> {
             return Ok(());
         };
 
-        // The client's half, inside TLS as at login, but always through an auth switch with a
-        // fresh nonce: the client's own answer in the request was computed against the login's
-        // nonce, and some clients (libmysqlclient) send none and wait for one.
-        let password = terminate::client_password(&mut self.client, None, None)
-            .await
-            .map_err(|e| RelayError::Reauthentication(e.to_string()))?;
-        let identity = match identities.authenticate(&request.user, password).await {
-            Ok(identity) => identity,
-            Err(error) => {
-                self.failed_reauthentications += 1;
-                let message = format!(
-                    "Access denied for user '{}' (Tollgate: {error})",
-                    request.user
-                );
-                self.refuse_client(1045, *b"28000", &message).await?;
-                outcome.refused(1045, &message);
-                self.record_change(&request, &credential.user, None, Some((1045, message)))
-                    .await;
-                return Ok(());
-            }
+        let Some((identity, grant)) = self
+            .reauthenticate_client(&request, identities, policy, outcome)
+            .await?
+        else {
+            return Ok(());
         };
+        let credential = grant.credential;
 
         // The database's half, with the gateway's own account.
         let answer =
@@ -100,18 +88,86 @@ impl Relay<'_> {
             .map(|e| (e.code, format!("database: {}", e.message)));
         if let Some(refused) = refused {
             outcome.error(refused);
+        } else {
+            self.grant = Some(grant);
+            self.identity = Some(identity.clone());
         }
-        self.record_change(&request, &credential.user, Some(identity), error)
-            .await;
+        let decision = Decision::allowed(&grant);
+        self.record_change(
+            &request,
+            Some(&credential.user),
+            Some(identity),
+            Some(decision),
+            error,
+        )
+        .await;
         Ok(())
+    }
+
+    /// The client's half of a change of user: the new identity proved inside TLS, and the
+    /// policy's decision for it. `None` when refused (the client has been told, the attempt
+    /// recorded).
+    async fn reauthenticate_client<'p>(
+        &mut self,
+        request: &change_user::ChangeUser,
+        identities: &Authenticator,
+        policy: &'p TargetPolicy,
+        outcome: &mut Outcome,
+    ) -> Result<Option<(Identity, Grant<'p>)>, RelayError> {
+        // The client's half, inside TLS as at login, but always through an auth switch with a
+        // fresh nonce: the client's own answer in the request was computed against the login's
+        // nonce, and some clients (libmysqlclient) send none and wait for one.
+        let password = terminate::client_password(&mut self.client, None, None)
+            .await
+            .map_err(|e| RelayError::Reauthentication(e.to_string()))?;
+        let identity = match identities.authenticate(&request.user, password).await {
+            Ok(identity) => identity,
+            Err(error) => {
+                self.failed_reauthentications += 1;
+                let message = format!(
+                    "Access denied for user '{}' (Tollgate: {error})",
+                    request.user
+                );
+                self.refuse_client(1045, *b"28000", &message).await?;
+                outcome.refused(1045, &message);
+                self.record_change(request, None, None, None, Some((1045, message)))
+                    .await;
+                return Ok(None);
+            }
+        };
+        // The policy decides again for the new identity (it may get another account).
+        let grant = match terminate::decide(policy, &identity, request.database.as_deref()) {
+            Ok(grant) => grant,
+            Err(denied) => {
+                let (code, state) = denied.code();
+                let message = format!(
+                    "Access denied for user '{}' (Tollgate: {denied})",
+                    request.user
+                );
+                self.refuse_client(code, state, &message).await?;
+                outcome.refused(code, &message);
+                let decision = Decision::denied(&denied);
+                self.record_change(
+                    request,
+                    None,
+                    Some(identity),
+                    Some(decision),
+                    Some((code, message)),
+                )
+                .await;
+                return Ok(None);
+            }
+        };
+        Ok(Some((identity, grant)))
     }
 
     /// Records the attempt as a `session.login` event (the new identity, or why not).
     async fn record_change(
         &self,
         request: &change_user::ChangeUser,
-        upstream_user: &str,
+        upstream_user: Option<&str>,
         identity: Option<crate::identity::Identity>,
+        policy: Option<Decision>,
         refused: Option<(u16, String)>,
     ) {
         tracing::info!(
@@ -126,13 +182,14 @@ impl Relay<'_> {
                 self.session_id,
                 EventKind::Login(LoginEvent {
                     user: request.user.clone(),
-                    upstream_user: Some(upstream_user.to_owned()),
+                    upstream_user: upstream_user.map(str::to_owned),
                     database: request.database.clone(),
                     accepted: refused.is_none(),
                     error_code: refused.as_ref().map(|r| r.0),
                     error_message: refused.map(|r| r.1),
                     client_attributes: None,
                     identity,
+                    policy,
                 }),
             ))
             .await;

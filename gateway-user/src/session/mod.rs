@@ -15,6 +15,7 @@ mod relay;
 mod response;
 mod stream;
 pub mod terminate;
+mod use_statement;
 
 pub use relay::{RelayEnd, command_name};
 pub use response::{Outcome, StatementRecord};
@@ -28,7 +29,8 @@ use crate::{
     intercept::{FlowTable, Origin},
     protocol::{ErrPacket, error_code},
     recording::{
-        EndReason, EventKind, ProcessInfo, RecordedEvent, Recorder, SessionEnded, SessionStarted,
+        EndReason, EventKind, LoginEvent, ProcessInfo, RecordedEvent, Recorder, SessionEnded,
+        SessionStarted,
     },
     upstream::{self, DialError},
 };
@@ -56,8 +58,9 @@ pub struct LoginContext {
     pub tls: tokio_rustls::TlsAcceptor,
     /// Who may log in (identity table and OIDC issuers).
     pub identities: crate::identity::Authenticator,
-    /// The gateway's own credential per target (by index), for targets with a `login`.
-    pub credentials: Vec<Option<crate::auth::UpstreamCredential>>,
+    /// Each target's accounts and `[[targets.allow]]` rules (by index), for targets whose
+    /// logins the gateway terminates.
+    pub policies: Vec<Option<crate::policy::TargetPolicy>>,
     /// TLS toward each target's database (by index), unless disabled.
     pub upstream_tls: Vec<Option<terminate::UpstreamTls>>,
 }
@@ -66,7 +69,7 @@ impl std::fmt::Debug for LoginContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LoginContext")
             .field("identities", &self.identities)
-            .field("credentials", &self.credentials)
+            .field("policies", &self.policies)
             .finish_non_exhaustive()
     }
 }
@@ -226,18 +229,18 @@ async fn login_phase<'c>(
         .targets
         .iter()
         .position(|t| std::ptr::eq(t, target));
-    let credential = ctx
+    let policy = ctx
         .logins
         .as_ref()
         .zip(target_index)
         .and_then(|(logins, i)| {
             logins
-                .credentials
+                .policies
                 .get(i)
                 .and_then(Option::as_ref)
-                .map(|c| (logins, c))
+                .map(|p| (logins, p))
         });
-    let Some((logins, credential)) = credential else {
+    let Some((logins, policy)) = policy else {
         let mut relay = relay::Relay::new(client, server, &ctx.recorder, session_id);
         relay.local_infile = target.local_infile;
         return Some(relay);
@@ -245,7 +248,7 @@ async fn login_phase<'c>(
     let setup = terminate::LoginSetup {
         tls: &logins.tls,
         identities: &logins.identities,
-        credential,
+        policy,
         target: target.name.get_ref(),
         upstream_tls: target_index
             .and_then(|i| logins.upstream_tls.get(i))
@@ -260,14 +263,20 @@ async fn login_phase<'c>(
             record_login(
                 ctx,
                 session_id,
-                &login.user,
-                Some(&credential.user),
-                login.database.clone(),
-                Ok(login.identity.clone()),
-                login
-                    .client_attributes
-                    .as_ref()
-                    .map(|a| a.0.iter().cloned().collect()),
+                LoginEvent {
+                    user: login.user.clone(),
+                    upstream_user: Some(login.grant.credential.user.clone()),
+                    database: login.database.clone(),
+                    accepted: true,
+                    error_code: None,
+                    error_message: None,
+                    client_attributes: login
+                        .client_attributes
+                        .as_ref()
+                        .map(|a| a.0.iter().cloned().collect()),
+                    identity: Some(login.identity.clone()),
+                    policy: Some(crate::policy::Decision::allowed(&login.grant)),
+                },
             )
             .await;
             Some(relay::Relay::after_login(login, &ctx.recorder, session_id))
@@ -275,18 +284,7 @@ async fn login_phase<'c>(
         Err(error) => {
             tracing::warn!(%session_id, "{error}");
             let refused = matches!(error, terminate::LoginError::Refused { .. });
-            if let terminate::LoginError::Refused { user, reason } = &error {
-                record_login(
-                    ctx,
-                    session_id,
-                    user,
-                    Some(&credential.user),
-                    None,
-                    Err(reason.clone()),
-                    None,
-                )
-                .await;
-            }
+            record_refused_login(ctx, session_id, &error).await;
             let reason = if refused {
                 EndReason::LoginRefused
             } else {
@@ -306,34 +304,52 @@ async fn login_phase<'c>(
     }
 }
 
-async fn record_login(
+/// Records a login the gateway refused (bad credentials, no TLS, the policy).
+async fn record_refused_login(
     ctx: &SessionContext,
     session_id: Uuid,
-    user: &str,
-    upstream_user: Option<&str>,
-    database: Option<String>,
-    outcome: Result<crate::identity::Identity, String>,
-    client_attributes: Option<std::collections::BTreeMap<String, String>>,
+    error: &terminate::LoginError,
 ) {
-    let (identity, refused) = match outcome {
-        Ok(identity) => (Some(identity), None),
-        Err(reason) => (None, Some(reason)),
-    };
-    tracing::info!(%session_id, user, upstream_user, accepted = refused.is_none(), "login");
-    ctx.recorder
-        .record(RecordedEvent::now(
+    if let terminate::LoginError::Refused {
+        user,
+        reason,
+        denied,
+    } = error
+    {
+        record_login(
+            ctx,
             session_id,
-            EventKind::Login(crate::recording::LoginEvent {
-                user: user.to_owned(),
-                upstream_user: upstream_user.map(str::to_owned),
-                database,
-                accepted: refused.is_none(),
-                error_code: refused.as_ref().map(|_| 1045),
-                error_message: refused,
-                client_attributes,
-                identity,
-            }),
-        ))
+            LoginEvent {
+                user: user.clone(),
+                upstream_user: None,
+                database: None,
+                accepted: false,
+                error_code: Some(denied.as_ref().map_or(1045, |d| d.code().0)),
+                error_message: Some(reason.clone()),
+                client_attributes: None,
+                identity: None,
+                policy: denied.as_ref().map(crate::policy::Decision::denied),
+            },
+        )
+        .await;
+    }
+}
+
+async fn record_login(ctx: &SessionContext, session_id: Uuid, event: LoginEvent) {
+    tracing::info!(
+        %session_id,
+        user = %event.user,
+        upstream_user = event.upstream_user.as_deref(),
+        accepted = event.accepted,
+        identity = event.identity.as_ref().map(|i| i.name.as_str()),
+        groups = ?event.identity.as_ref().map(|i| &i.groups),
+        policy_rule = event.policy.as_ref().and_then(|p| p.rule),
+        account = event.policy.as_ref().and_then(|p| p.account.as_deref()),
+        reason = event.error_message.as_deref(),
+        "login"
+    );
+    ctx.recorder
+        .record(RecordedEvent::now(session_id, EventKind::Login(event)))
         .await;
 }
 

@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
@@ -24,6 +25,8 @@ use super::{
     terminate::{Reauthentication, Terminated},
 };
 use crate::{
+    identity::Identity,
+    policy::Grant,
     protocol::{
         ErrPacket,
         codec::{CodecError, Leg, MAX_PACKET},
@@ -142,6 +145,9 @@ pub(super) enum RelayError {
     /// The database sent something the protocol does not allow here.
     #[error("database protocol error: {0}")]
     UpstreamProtocol(String),
+    /// The session reached the policy's `max_session`.
+    #[error("the session reached its maximum length ({0:?}, max_session of its allow rule)")]
+    SessionLimit(std::time::Duration),
     /// The login did not finish in time (`limits.login_timeout`).
     #[error("the login did not finish within {0:?} (limits.login_timeout)")]
     LoginTimeout(std::time::Duration),
@@ -169,6 +175,13 @@ pub struct Relay<'r> {
     pub(super) failed_reauthentications: u8,
     /// Whether `LOAD DATA LOCAL INFILE` is allowed (the target's `local_infile`).
     pub(super) local_infile: bool,
+    /// What the policy granted (terminated logins): the databases the session may use and how
+    /// long it may last.
+    pub(super) grant: Option<Grant<'r>>,
+    /// The identity the client proved (terminated logins).
+    pub(super) identity: Option<Identity>,
+    /// When the session started, for `max_session`.
+    pub(super) started: Instant,
 }
 
 impl<'r> Relay<'r> {
@@ -191,6 +204,9 @@ impl<'r> Relay<'r> {
             reauthentication: None,
             failed_reauthentications: 0,
             local_infile: false,
+            grant: None,
+            identity: None,
+            started: Instant::now(),
         }
     }
 
@@ -208,6 +224,9 @@ impl<'r> Relay<'r> {
             reauthentication: Some(login.reauthentication),
             failed_reauthentications: 0,
             local_infile: login.local_infile,
+            grant: Some(login.grant),
+            identity: Some(login.identity),
+            started: Instant::now(),
         }
     }
 
@@ -266,6 +285,10 @@ impl<'r> Relay<'r> {
             | RelayError::Reauthentication(_) => return,
             RelayError::LoginTimeout(_) => {
                 ErrPacket::new(1159, format!("Tollgate: {error}")).with_sql_state(*b"08S01")
+            }
+            // As MySQL 8 does for wait_timeout: an unsolicited error, then the connection closes.
+            RelayError::SessionLimit(_) => {
+                ErrPacket::new(4031, format!("Tollgate: {error}")).with_sql_state(*b"HY000")
             }
             RelayError::Upstream(_)
             | RelayError::UpstreamClosed
@@ -373,6 +396,7 @@ impl<'r> Relay<'r> {
                     error_code: refused.as_ref().map(|e| e.code),
                     error_message: refused.as_ref().map(|e| e.message.clone()),
                     client_attributes: None,
+                    policy: None,
                     identity: None,
                 }),
             ))
@@ -422,7 +446,16 @@ impl<'r> Relay<'r> {
         loop {
             self.client.flush().await.map_err(RelayError::Downstream)?;
             self.client.reset_sequence();
-            let command = match self.client.read_packet().await {
+            let next = match self.session_deadline() {
+                Some(deadline) => tokio::select! {
+                    next = self.client.read_packet() => next,
+                    () = tokio::time::sleep_until(deadline) => {
+                        return Err(RelayError::SessionLimit(self.session_limit()));
+                    }
+                },
+                None => self.client.read_packet().await,
+            };
+            let command = match next {
                 Ok(Some(command)) => command,
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(RelayError::Downstream(error)),
@@ -456,6 +489,12 @@ impl<'r> Relay<'r> {
                 com::CHANGE_USER if self.logged_in => {
                     self.prepared.clear();
                     self.change_user(&command, &mut record.outcome).await?;
+                }
+                com::INIT_DB | com::QUERY if self.database_refused(kind, &command).is_some() => {
+                    let (code, state, message) =
+                        self.database_refused(kind, &command).unwrap_or_default();
+                    self.refuse_client(code, state, &message).await?;
+                    record.outcome.refused(code, &message);
                 }
                 0x00 | 0x20.. => {
                     let message = "Tollgate: unknown or unsupported command";
@@ -505,6 +544,39 @@ impl<'r> Relay<'r> {
             }
             _ => self.single(outcome).await,
         }
+    }
+
+    /// When the session must end (the policy's `max_session`).
+    fn session_deadline(&self) -> Option<Instant> {
+        self.grant
+            .and_then(|g| g.max_session)
+            .map(|limit| self.started + limit)
+    }
+
+    fn session_limit(&self) -> std::time::Duration {
+        self.grant.and_then(|g| g.max_session).unwrap_or_default()
+    }
+
+    /// The error for a `COM_INIT_DB` or a `USE` to a database the policy does not allow this
+    /// session (`None` when allowed).
+    fn database_refused(&self, kind: u8, command: &[u8]) -> Option<(u16, [u8; 5], String)> {
+        let (grant, identity) = (self.grant.as_ref()?, self.identity.as_ref()?);
+        grant.databases?;
+        let body = command.get(1..).unwrap_or_default();
+        let databases = if kind == com::INIT_DB {
+            vec![String::from_utf8_lossy(body).into_owned()]
+        } else {
+            super::use_statement::used_databases(body)
+        };
+        databases.iter().find_map(|database| {
+            grant
+                .check_database(identity, database)
+                .err()
+                .map(|denied| {
+                    let (code, state) = denied.code();
+                    (code, state, format!("Tollgate: {denied}"))
+                })
+        })
     }
 
     /// Tracks prepared statement ids, so executes are recorded with their SQL text.

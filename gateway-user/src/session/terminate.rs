@@ -22,6 +22,7 @@ use super::stream::{ClientStream, Prefixed, UpstreamStream};
 use crate::{
     auth::UpstreamCredential,
     identity::{Authenticator, Identity},
+    policy::{Denied, Grant, TargetPolicy},
     protocol::{
         ErrPacket,
         attributes::Attributes,
@@ -56,6 +57,8 @@ pub struct Terminated<'a> {
     pub local_infile: bool,
     /// The connection attributes the client sent.
     pub client_attributes: Option<Attributes>,
+    /// What the policy granted the identity (account, databases, session length).
+    pub grant: Grant<'a>,
     /// What re-authenticating the client later (`COM_CHANGE_USER`) needs.
     pub reauthentication: Reauthentication<'a>,
 }
@@ -66,8 +69,8 @@ pub struct Terminated<'a> {
 pub struct Reauthentication<'a> {
     /// Who may log in.
     pub identities: &'a Authenticator,
-    /// The gateway's own database account.
-    pub credential: &'a UpstreamCredential,
+    /// The target's accounts and rules (a new identity may get another account).
+    pub policy: &'a TargetPolicy,
     /// The database's login nonce (a `COM_CHANGE_USER` answer is computed against it).
     pub nonce: [u8; NONCE_LEN],
     /// The database's default authentication plugin.
@@ -93,6 +96,8 @@ pub enum LoginError {
         user: String,
         /// Why.
         reason: String,
+        /// The policy's refusal, when the policy refused.
+        denied: Option<Denied>,
     },
     /// The database refused the gateway's login or broke the protocol.
     #[error("database login failed: {0}")]
@@ -118,8 +123,8 @@ pub struct LoginSetup<'a> {
     pub tls: &'a TlsAcceptor,
     /// Who may log in.
     pub identities: &'a Authenticator,
-    /// The gateway's own database account.
-    pub credential: &'a UpstreamCredential,
+    /// The target's accounts and `[[targets.allow]]` rules.
+    pub policy: &'a TargetPolicy,
     /// Target name, for messages.
     pub target: &'a str,
     /// TLS toward the database, unless disabled for the target.
@@ -183,6 +188,7 @@ pub async fn login(
 
     let (greeting, offered) = greet(&mut client, &mut server, &setup, deadline).await?;
     let (mut client, login, identity) = client_login(client, &setup, deadline).await?;
+    let grant = apply_policy(&mut client, &setup, &login, &identity).await?;
 
     let compression = Algorithm::negotiate(login.capabilities, offered, login.zstd_level);
     let requested = login.capabilities
@@ -203,9 +209,16 @@ pub async fn login(
         ..login.clone()
     };
     let database = async {
-        database_login(server, &greeting, &upstream_view, requested, &setup)
-            .await
-            .map_err(LoginError::Upstream)
+        database_login(
+            server,
+            &greeting,
+            &upstream_view,
+            requested,
+            &setup,
+            grant.credential,
+        )
+        .await
+        .map_err(LoginError::Upstream)
     };
     let server = match deadline.bound(database).await {
         Ok(server) => server,
@@ -251,7 +264,7 @@ pub async fn login(
         deprecate_eof: requested & CapabilityFlags::CLIENT_DEPRECATE_EOF.bits() != 0,
         reauthentication: Reauthentication {
             identities: setup.identities,
-            credential: setup.credential,
+            policy: setup.policy,
             nonce: greeting.nonce,
             plugin: greeting.auth_plugin.clone(),
             client_capabilities: login.capabilities & offered,
@@ -262,10 +275,53 @@ pub async fn login(
         },
         user: login.user,
         identity,
+        grant,
         database: login.database,
         local_infile: setup.local_infile,
         client_attributes: login.attributes,
     })
+}
+
+/// The policy's decision at login; a refusal is told to the client (1045, or 1044 for the
+/// initial database).
+async fn apply_policy<'p>(
+    client: &mut Leg<ClientStream>,
+    setup: &LoginSetup<'p>,
+    login: &handshake::ClientLogin,
+    identity: &Identity,
+) -> Result<Grant<'p>, LoginError> {
+    match decide(setup.policy, identity, login.database.as_deref()) {
+        Ok(grant) => Ok(grant),
+        Err(denied) => {
+            let (code, state) = denied.code();
+            let message = format!(
+                "Access denied for user '{}' (Tollgate: {denied})",
+                login.user
+            );
+            let packet = ErrPacket::new(code, message).with_sql_state(state);
+            if client.write_packet(&packet.payload(true)).await.is_ok() {
+                let _ = client.flush().await;
+            }
+            Err(LoginError::Refused {
+                user: login.user.clone(),
+                reason: denied.to_string(),
+                denied: Some(denied),
+            })
+        }
+    }
+}
+
+/// The policy's decision for `identity`, and for the initial database it asked for.
+pub(super) fn decide<'p>(
+    policy: &'p TargetPolicy,
+    identity: &Identity,
+    database: Option<&str>,
+) -> Result<Grant<'p>, Denied> {
+    let grant = policy.decide(identity)?;
+    if let Some(database) = database {
+        grant.check_database(identity, database)?;
+    }
+    Ok(grant)
 }
 
 /// Reads the database's greeting and greets the client with the database's version and
@@ -327,6 +383,7 @@ async fn client_login(
     let login = handshake::parse_client_login(&response).ok_or_else(|| LoginError::Refused {
         user: String::new(),
         reason: "unsupported handshake (a protocol 4.1 client is required)".into(),
+        denied: None,
     })?;
     if !client.stream_mut().is_tls() {
         refuse(
@@ -338,6 +395,7 @@ async fn client_login(
         return Err(LoginError::Refused {
             user: login.user,
             reason: "no TLS".into(),
+            denied: None,
         });
     }
     let password = if login.auth_plugin.as_deref() == Some("mysql_clear_password") {
@@ -361,6 +419,7 @@ async fn client_login(
             return Err(LoginError::Refused {
                 user: login.user,
                 reason: error.to_string(),
+                denied: None,
             });
         }
     };
@@ -413,6 +472,7 @@ async fn upgrade(
         return Err(LoginError::Refused {
             user: String::new(),
             reason: "TLS requested twice".into(),
+            denied: None,
         });
     };
     let tls_stream = tls
@@ -421,6 +481,7 @@ async fn upgrade(
         .map_err(|e| LoginError::Refused {
             user: String::new(),
             reason: format!("TLS handshake failed: {e}"),
+            denied: None,
         })?;
     Ok(Leg::from_parts(
         ClientStream::Tls(Box::new(tls_stream)),
@@ -467,6 +528,7 @@ async fn database_login(
     login: &handshake::ClientLogin,
     requested: u32,
     setup: &LoginSetup<'_>,
+    credential: &UpstreamCredential,
 ) -> Result<Leg<UpstreamStream>, String> {
     let (mut server, tls) =
         secure_upstream(server, greeting, login, requested, setup.upstream_tls).await?;
@@ -482,7 +544,7 @@ async fn database_login(
     } else {
         requested
     };
-    upstream_login(&mut server, greeting, requested, login, setup.credential).await?;
+    upstream_login(&mut server, greeting, requested, login, credential).await?;
     Ok(server)
 }
 
