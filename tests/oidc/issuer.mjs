@@ -16,6 +16,7 @@
 //
 // Test-only endpoints (never in a real issuer):
 //  - POST /test/access-ttl?seconds=N: JWT access tokens issued from now on live N seconds.
+//  - POST /test/device-ttl?seconds=N: device codes issued from now on expire after N seconds.
 //  - GET /test/stats: {"token_requests": <POSTs to /token so far>}.
 //  - POST /test/rotate: a new signing key replaces the old one (the old one leaves the JWKS, so
 //    tokens it signed name an unknown key); answers {"kid": "<new kid>"}.
@@ -50,6 +51,7 @@ const AGENTS = {
 
 let generation = 0;
 let accessTokenTTL = 3600; // POST /test/access-ttl
+let deviceCodeTTL = 600; // POST /test/device-ttl
 let tokenRequests = 0; // GET /test/stats
 function newKey() {
   generation += 1;
@@ -125,6 +127,7 @@ function makeProvider(signingKey) {
       AccessToken: (ctx, token) => token.resourceServer?.accessTokenTTL || 3600,
       ClientCredentials: (ctx, token) => token.resourceServer?.accessTokenTTL || 3600,
       IdToken: 3600,
+      DeviceCode: () => deviceCodeTTL,
     },
   };
   const provider = new Provider(ISSUER, configuration);
@@ -210,6 +213,12 @@ createServer((req, res) => {
     accessTokenTTL = Number(url.searchParams.get('seconds'));
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ accessTokenTTL }));
+    return;
+  }
+  if (url.pathname === '/test/device-ttl' && req.method === 'POST') {
+    deviceCodeTTL = Number(url.searchParams.get('seconds'));
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end(JSON.stringify({ deviceCodeTTL }));
     return;
   }
   if (url.pathname === '/test/stats') {

@@ -889,6 +889,16 @@ impl OidcIssuer {
         Ok(())
     }
 
+    /// Makes the device codes the issuer hands out from now on expire after `seconds` seconds.
+    pub fn set_device_code_ttl(&self, seconds: u64) -> anyhow::Result<()> {
+        let (status, body) =
+            self.http("POST", &format!("/test/device-ttl?seconds={seconds}"), "")?;
+        if status != 200 {
+            bail!("device-ttl answered {status}: {body}");
+        }
+        Ok(())
+    }
+
     /// How many requests reached the issuer's token endpoint so far.
     pub fn token_requests(&self) -> anyhow::Result<u64> {
         let (status, body) = self.http("GET", "/test/stats", "")?;

@@ -24,6 +24,8 @@ use tollgate_tests::{
 };
 
 const AGENT_SECRET: &str = "agent-1-secret";
+/// `agent-1:agent-1-secret` in an HTTP Basic header (the default `--client-auth basic`).
+const AGENT_BASIC: &str = "YWdlbnQtMTphZ2VudC0xLXNlY3JldA";
 
 /// A gateway terminating logins for a fresh MariaDB, trusting `issuer` for access tokens
 /// (`urn:test:api`) and ID tokens of `tollgate-cli`; returns it, its port and the CA clients
@@ -77,8 +79,6 @@ fn agent_args<'a>(issuer: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
         "agent-1",
         "--client-secret-env",
         "AGENT_SECRET",
-        "--client-auth",
-        "post",
         "--scope",
         "api:read",
     ];
@@ -170,7 +170,8 @@ fn client_credentials_token_logs_in_through_the_option_file_and_is_cached() {
             &issuer.url,
             &["--print", "--write-option-file", &option_arg],
         ),
-        &[],
+        // Every log line of every crate, HTTP included, is searched for the token and secret.
+        &[("TOLLGATE_LOG", "trace")],
     );
     assert!(first.status.success(), "{}", stderr(&first));
     let token = stdout(&first);
@@ -180,7 +181,9 @@ fn client_credentials_token_logs_in_through_the_option_file_and_is_cached() {
         "{}",
         stderr(&first)
     );
-    assert!(!stderr(&first).contains(&token) && !stderr(&first).contains(AGENT_SECRET));
+    for secret in [token.as_str(), AGENT_SECRET, AGENT_BASIC] {
+        assert!(!stderr(&first).contains(secret), "{}", stderr(&first));
+    }
     let requests = issuer.token_requests().expect("stats");
 
     // The cache: one 0600 file in a 0700 directory; the option file is 0600 too.
@@ -472,4 +475,34 @@ fn device_flow_on_a_host_without_a_display() {
     );
     assert_eq!(stdout(&output).split('.').count(), 3);
     assert_eq!(mode(&cache_files(cache.path())[0]), 0o600);
+}
+
+#[test]
+fn an_expired_device_code_and_a_failed_discovery_are_one_line_each() {
+    let issuer = OidcIssuer::start().expect("start the OIDC issuer");
+    issuer.set_device_code_ttl(2).expect("device ttl");
+    let cache = tempfile::tempdir().expect("cache dir");
+    // Nobody enters the code.
+    let expired = tollgate(
+        cache.path(),
+        &["login", "--issuer", &issuer.url, "--device", "--print"],
+        &[],
+    );
+    assert!(!expired.status.success());
+    let err = stderr(&expired);
+    assert_eq!(
+        err.lines().last().unwrap_or_default(),
+        "tollgate: error: the device code expired before the sign-in was completed; run the \
+         command again",
+        "{err}"
+    );
+    assert!(stdout(&expired).is_empty());
+
+    let wrong = format!("{}/not-an-issuer", issuer.url);
+    let failed = tollgate(cache.path(), &["login", "--issuer", &wrong, "--print"], &[]);
+    assert!(!failed.status.success());
+    assert_eq!(
+        stderr(&failed),
+        format!("tollgate: error: discovery failed for {wrong}: HTTP 404 Not Found")
+    );
 }
