@@ -197,7 +197,10 @@ async fn authorization_code(
     browser::open(url.as_str());
     let redirect = loopback.wait(BROWSER_TIMEOUT).await?;
     if let Some((error, description)) = redirect.error {
-        let description = description.map(|d| format!(": {d}")).unwrap_or_default();
+        let description = description
+            .map(|d| format!(": {}", super::one_line(&d)))
+            .unwrap_or_default();
+        let error = super::one_line(&error);
         return Err(if error == "access_denied" {
             TokenError::Denied(description)
         } else {
@@ -351,11 +354,8 @@ fn token_set(response: &CoreTokenResponse) -> TokenSet {
 }
 
 fn http_client() -> Result<reqwest::Client, TokenError> {
-    crate::identity::oidc::http_client().map_err(|e| TokenError::Io {
-        what: "building the HTTP client",
-        path: std::path::PathBuf::new(),
-        source: std::io::Error::other(e.to_string()),
-    })
+    crate::identity::oidc::http_client()
+        .map_err(|e| TokenError::Local(format!("building the HTTP client: {e}")))
 }
 
 /// Fetches and validates the discovery document (and the keys it names).
@@ -378,7 +378,9 @@ async fn discover(issuer: &str, http: &reqwest::Client) -> Result<Metadata, Toke
                 "not a valid discovery document or key set (at {})",
                 e.path()
             )),
-            DiscoveryError::Validation(reason) | DiscoveryError::Other(reason) => discovery(reason),
+            DiscoveryError::Validation(reason) | DiscoveryError::Other(reason) => {
+                discovery(super::one_line(&reason))
+            }
             DiscoveryError::UrlParse(e) => discovery(e.to_string()),
             _ => discovery("unknown error".to_owned()),
         })
@@ -398,8 +400,9 @@ where
             let code = response.error().to_string();
             let description = response
                 .error_description()
-                .map(|d| format!(": {d}"))
+                .map(|d| format!(": {}", super::one_line(d)))
                 .unwrap_or_default();
+            let code = super::one_line(&code);
             match code.as_str() {
                 "access_denied" => TokenError::Denied(description),
                 "expired_token" => TokenError::DeviceCodeExpired,
@@ -417,7 +420,7 @@ where
         },
         RequestTokenError::Other(reason) => TokenError::BadResponse {
             endpoint: "token endpoint",
-            reason,
+            reason: super::one_line(&reason),
         },
     }
 }

@@ -119,6 +119,9 @@ pub enum TokenError {
     /// A file or directory with unsafe ownership or permissions.
     #[error("{0}")]
     Unsafe(String),
+    /// A local failure without a path (the async runtime, the HTTP client).
+    #[error("{0}")]
+    Local(String),
     /// The token cannot be written to an option file as is.
     #[error("{0}")]
     OptionFile(String),
@@ -203,6 +206,16 @@ impl TokenSet {
     }
 }
 
+/// Text from the issuer (an `error_description`) made fit for a one-line message: control
+/// characters become spaces, and it is cut at 200 characters.
+#[must_use]
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(200)
+        .collect()
+}
+
 /// The claims of a compact JWS, decoded but not verified (only to choose which token to use
 /// and when it expires; the gateway verifies). `None` when `token` is not a JWT.
 #[must_use]
@@ -244,11 +257,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, TokenError> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| TokenError::Io {
-            what: "starting the async runtime",
-            path: PathBuf::new(),
-            source,
-        })
+        .map_err(|e| TokenError::Local(format!("starting the async runtime: {e}")))
 }
 
 /// Where a token came from, for the status line.
@@ -345,6 +354,12 @@ mod tests {
             ..set
         };
         assert!(none.usable().is_none());
+    }
+
+    #[test]
+    fn issuer_text_is_kept_to_one_line() {
+        assert_eq!(one_line("a\nb\r\tc"), "a b  c");
+        assert_eq!(one_line(&"x".repeat(500)).len(), 200);
     }
 
     #[test]
