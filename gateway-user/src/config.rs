@@ -43,6 +43,42 @@ pub struct Config {
     /// a `login`).
     #[serde(default)]
     pub oidc: Vec<OidcConfig>,
+    /// Kernel-attested identities: local processes (redirected on this host, attributed by the
+    /// eBPF programs) mapped by user to an identity and groups, for targets that set
+    /// `kernel_identity`.
+    #[serde(default)]
+    pub local_identities: Vec<LocalIdentityConfig>,
+}
+
+/// `[[local_identities]]`: a Linux user on the bastion mapped to an identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalIdentityConfig {
+    /// The Linux user id.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    /// The Linux user name (resolved to a uid when the file is loaded).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// The identity it maps to, e.g. `svc:ci`.
+    pub name: String,
+    /// Its groups, for `[[targets.allow]]` rules.
+    #[serde(default)]
+    pub groups: Vec<String>,
+}
+
+impl LocalIdentityConfig {
+    /// The uid this entry matches (`user` resolved through the system's user database).
+    #[must_use]
+    pub fn resolved_uid(&self) -> Option<u32> {
+        self.uid.or_else(|| {
+            let name = self.user.as_deref()?;
+            nix::unistd::User::from_name(name)
+                .ok()
+                .flatten()
+                .map(|u| u.uid.as_raw())
+        })
+    }
 }
 
 /// `[[oidc]]`: an OpenID Connect issuer whose tokens (ID tokens and JWT access tokens) clients
@@ -321,6 +357,12 @@ pub struct TargetConfig {
     /// TLS from the gateway to the database (for targets with a `login`).
     #[serde(default)]
     pub tls: UpstreamTlsConfig,
+    /// Whether a local process (redirected on this host) whose user is in
+    /// `[[local_identities]]` may log in without a password, as that identity; a client that
+    /// sends a password or token is authenticated by it as usual (and the kernel identity is
+    /// recorded beside it).
+    #[serde(default)]
+    pub kernel_identity: bool,
     /// Whether clients may use `LOAD DATA LOCAL INFILE` (send a file of theirs to the
     /// database). Off by default: the capability is then negotiated on neither leg, and the
     /// database refuses the statement.
@@ -620,6 +662,7 @@ impl Config {
             })?;
         }
         self.validate_oidc()?;
+        self.validate_local_identities()?;
         for (i, target) in self.targets.iter().enumerate() {
             Self::validate_policy(i, target)?;
         }
@@ -697,6 +740,23 @@ impl Config {
                     at,
                     format!("{field}.account"),
                     format!("no account {:?} in this target", rule.account),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_local_identities(&self) -> Result<(), Invalid> {
+        for (i, local) in self.local_identities.iter().enumerate() {
+            let field = format!("local_identities[{i}]");
+            if local.uid.is_some() == local.user.is_some() {
+                return Err(Invalid::new(0, field, "set exactly one of uid or user"));
+            }
+            if local.resolved_uid().is_none() {
+                return Err(Invalid::new(
+                    0,
+                    format!("{field}.user"),
+                    format!("no such user {:?} on this host", local.user),
                 ));
             }
         }

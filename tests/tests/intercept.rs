@@ -286,3 +286,108 @@ fn serve_without_privileges_says_what_to_do() {
     );
     assert!(stderr.contains("interception.mode = \"off\""), "{stderr}");
 }
+
+/// Kernel-attested identity: a local process whose user is in `[[local_identities]]` logs in
+/// to a target that allows it without any password, as the mapped identity and its groups (the
+/// policy then picks the account); an unmapped user without a password is refused.
+#[test]
+fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
+    if !require_root("a_mapped_local_process_logs_in_as_its_kernel_identity") {
+        return;
+    }
+    let ns = Netns::create("kid", &["198.18.0.10/24"]).expect("netns");
+    let db = MariaDb::start(Some(&ns), "*", 3306).expect("MariaDB in the netns");
+    let cgroup = cgroup2_root().join(format!("tollgate-test-kid-{}", std::process::id()));
+    let config = format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:15306"]
+[interception]
+cgroup = "{cgroup}"
+[recording]
+store = "{{store}}"
+[[local_identities]]
+uid = {CLIENT_UID}
+name = "svc:ci"
+groups = ["ci"]
+[[targets]]
+name = "lab-v4"
+address = "198.18.0.0/24"
+port = 3306
+kernel_identity = true
+[[targets.allow]]
+groups = ["ci"]
+[targets.login]
+user = "app"
+password_env = "TOLLGATE_TEST_DB_PASSWORD"
+[targets.tls]
+mode = "required"
+ca = "{ca}"
+server_name = "localhost"
+"#,
+        cgroup = cgroup.display(),
+        ca = db.dir().join("tls/ca.pem").display(),
+    );
+    let mut gateway = Gateway::start_with_env(
+        Some(&ns),
+        &config,
+        &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")],
+    )
+    .expect("gateway");
+    let config_path = gateway.config_path.clone();
+    let run_as = |uid: u32| {
+        let mut command = command_in(Some(&ns), tollgate_bin());
+        command
+            .args(["run", "--config"])
+            .arg(&config_path)
+            .args(["--", "setpriv"])
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+            ])
+            .args([
+                "mariadb",
+                "--no-defaults",
+                "-h",
+                DB_V4,
+                "-P",
+                "3306",
+                "-u",
+                "ci",
+                "--connect-timeout=10",
+                "-N",
+                "-B",
+                "-e",
+                "SELECT CURRENT_USER()",
+            ]);
+        run_capture(&mut command).expect("client")
+    };
+    let mapped = run_as(CLIENT_UID);
+    assert!(
+        mapped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&mapped.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&mapped.stdout).trim(), "app@%");
+    let unmapped = run_as(CLIENT_UID + 1);
+    assert!(!unmapped.status.success(), "no identity, no password");
+    assert!(
+        String::from_utf8_lossy(&unmapped.stderr).contains("1045"),
+        "{}\n{}",
+        String::from_utf8_lossy(&unmapped.stderr),
+        gateway.log_text()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    gateway.stop();
+    let events = gateway.recorded_events();
+    let login = events
+        .iter()
+        .find(|e| e["type"] == "session.login" && e["accepted"] == true)
+        .expect("the mapped login");
+    assert_eq!(login["identity"]["source"], "kernel");
+    assert_eq!(login["identity"]["name"], "svc:ci");
+    assert_eq!(login["identity"]["subject"], format!("uid:{CLIENT_UID}"));
+    assert_eq!(login["identity"]["groups"][0], "ci");
+    assert_eq!(login["upstream_user"], "app");
+}

@@ -25,6 +25,25 @@ pub enum IdentitySource {
     Password,
     /// An OpenID Connect token (`[[oidc]]`).
     Oidc,
+    /// The kernel's attribution of a local process (`[[local_identities]]`).
+    Kernel,
+}
+
+/// The kernel-attested identity of a local process: its user mapped through
+/// `[[local_identities]]`, when there is an entry for it.
+#[must_use]
+pub fn kernel_identity(config: &Config, uid: u32) -> Option<Identity> {
+    let local = config
+        .local_identities
+        .iter()
+        .find(|l| l.resolved_uid() == Some(uid))?;
+    Some(Identity {
+        source: IdentitySource::Kernel,
+        subject: format!("uid:{uid}"),
+        name: local.name.clone(),
+        issuer: None,
+        groups: local.groups.clone(),
+    })
 }
 
 /// A proved identity, recorded with the login (never with the credential that proved it).

@@ -71,6 +71,10 @@ pub struct LoginEvent {
     /// The policy decision (`[[targets.allow]]`): the rule and account, or why not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<crate::policy::Decision>,
+    /// The kernel-attested identity of the local process, when the target allows kernel
+    /// identities and the client also proved another one (both are kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_identity: Option<crate::identity::Identity>,
 }
 
 /// Body of `statement`: one command and its outcome.

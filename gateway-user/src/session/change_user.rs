@@ -190,6 +190,7 @@ impl Relay<'_> {
                     client_attributes: None,
                     identity,
                     policy,
+                    kernel_identity: None,
                 }),
             ))
             .await;

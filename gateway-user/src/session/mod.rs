@@ -191,7 +191,16 @@ pub async fn serve(
         .await;
 
     // 3. login: terminated by the gateway for targets with a `login`, relayed otherwise
-    let Some(mut relay) = login_phase(&ctx, client, server, target, session_id, started).await
+    let Some(mut relay) = login_phase(
+        &ctx,
+        client,
+        server,
+        target,
+        process.as_ref(),
+        session_id,
+        started,
+    )
+    .await
     else {
         return;
     };
@@ -221,6 +230,7 @@ async fn login_phase<'c>(
     client: TcpStream,
     server: TcpStream,
     target: &'c TargetConfig,
+    process: Option<&ProcessInfo>,
     session_id: Uuid,
     started: tokio::time::Instant,
 ) -> Option<relay::Relay<'c>> {
@@ -254,6 +264,9 @@ async fn login_phase<'c>(
             .and_then(|i| logins.upstream_tls.get(i))
             .and_then(Option::as_ref),
         local_infile: target.local_infile,
+        kernel_identity: process
+            .filter(|_| target.kernel_identity)
+            .and_then(|p| crate::identity::kernel_identity(&ctx.config, p.uid)),
         timeout: ctx.config.limits.login_timeout,
         session_id,
     };
@@ -276,6 +289,10 @@ async fn login_phase<'c>(
                         .map(|a| a.0.iter().cloned().collect()),
                     identity: Some(login.identity.clone()),
                     policy: Some(crate::policy::Decision::allowed(&login.grant)),
+                    kernel_identity: login
+                        .kernel_identity
+                        .clone()
+                        .filter(|k| *k != login.identity),
                 },
             )
             .await;
@@ -329,6 +346,7 @@ async fn record_refused_login(
                 client_attributes: None,
                 identity: None,
                 policy: denied.as_ref().map(crate::policy::Decision::denied),
+                kernel_identity: None,
             },
         )
         .await;

@@ -398,6 +398,7 @@ impl<'r> Relay<'r> {
                     client_attributes: None,
                     policy: None,
                     identity: None,
+                    kernel_identity: None,
                 }),
             ))
             .await;

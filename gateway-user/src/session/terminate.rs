@@ -57,6 +57,8 @@ pub struct Terminated<'a> {
     pub local_infile: bool,
     /// The connection attributes the client sent.
     pub client_attributes: Option<Attributes>,
+    /// The kernel-attested identity of the local process, when there is one.
+    pub kernel_identity: Option<Identity>,
     /// What the policy granted the identity (account, databases, session length).
     pub grant: Grant<'a>,
     /// What re-authenticating the client later (`COM_CHANGE_USER`) needs.
@@ -131,6 +133,9 @@ pub struct LoginSetup<'a> {
     pub upstream_tls: Option<&'a UpstreamTls>,
     /// Whether `LOAD DATA LOCAL INFILE` is allowed (the target's `local_infile`).
     pub local_infile: bool,
+    /// The kernel-attested identity of the local process, when the target allows it and the
+    /// process's user is mapped (`[[local_identities]]`).
+    pub kernel_identity: Option<Identity>,
     /// How long the whole login may take (`limits.login_timeout`).
     pub timeout: Duration,
     /// The session, for log lines.
@@ -279,6 +284,7 @@ pub async fn login(
         database: login.database,
         local_infile: setup.local_infile,
         client_attributes: login.attributes,
+        kernel_identity: setup.kernel_identity.clone(),
     })
 }
 
@@ -385,6 +391,34 @@ async fn client_login(
         reason: "unsupported handshake (a protocol 4.1 client is required)".into(),
         denied: None,
     })?;
+    // An empty answer from a password plugin means no password at all: a mapped local process
+    // then logs in as its kernel identity (nothing secret travels, so TLS is not needed);
+    // anyone else is refused now rather than asked for a password it does not have.
+    let no_password = matches!(
+        login.auth_plugin.as_deref(),
+        None | Some(
+            "caching_sha2_password"
+                | "mysql_native_password"
+                | "mysql_clear_password"
+                | "sha256_password"
+        )
+    ) && handshake::auth_response(&response).is_some_and(|data| data.is_empty());
+    if no_password {
+        if let Some(identity) = &setup.kernel_identity {
+            return Ok((client, login, identity.clone()));
+        }
+        let message = format!(
+            "Access denied for user '{}' (Tollgate: no password given, and no kernel identity \
+             for this connection)",
+            login.user
+        );
+        refuse(&mut client, &message).await;
+        return Err(LoginError::Refused {
+            user: login.user,
+            reason: "no password given".into(),
+            denied: None,
+        });
+    }
     if !client.stream_mut().is_tls() {
         refuse(
             &mut client,
