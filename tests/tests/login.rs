@@ -381,8 +381,10 @@ fn load_data_local_infile_is_off_unless_the_target_allows_it() {
     );
     let (off_port, on_port) = (free_port(), free_port());
     let off = login_config(off_port, db.port, "mode = \"required\"", &ca);
-    let on = login_config(on_port, db.port, "mode = \"required\"", &ca)
-        .replace("[[targets.allow]]", "local_infile = true\n[[targets.allow]]");
+    let on = login_config(on_port, db.port, "mode = \"required\"", &ca).replace(
+        "[[targets.allow]]",
+        "local_infile = true\n[[targets.allow]]",
+    );
     let env = [("TOLLGATE_TEST_DB_PASSWORD", "app-pw")];
     let mut gateway_off = Gateway::start_with_env(None, &off, &env).expect("gateway");
     let mut gateway_on = Gateway::start_with_env(None, &on, &env).expect("gateway");
