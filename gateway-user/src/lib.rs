@@ -14,6 +14,7 @@ pub mod intercept;
 pub mod policy;
 pub mod protocol;
 pub mod recording;
+pub mod reload;
 pub mod server;
 pub mod session;
 pub mod sessions;

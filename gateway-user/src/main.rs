@@ -119,7 +119,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        server::run(config, shutdown).await
+        server::run(config, path.to_path_buf(), shutdown).await
     })?;
     Ok(())
 }

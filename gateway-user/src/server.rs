@@ -12,6 +12,7 @@ use crate::{
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
     recording::{Recorder, StoreError},
+    reload::LiveContext,
     session::{self, LoginContext, SessionContext, terminate::UpstreamTls},
     workers::Workers,
 };
@@ -53,7 +54,7 @@ pub enum ServeError {
 }
 
 /// What terminating logins needs, when any target has a `login`.
-fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeError> {
+pub(crate) fn login_context(config: &Config) -> Result<Option<Arc<LoginContext>>, ServeError> {
     if !config
         .targets
         .iter()
@@ -113,7 +114,11 @@ fn upstream_tls(target: &crate::config::TargetConfig) -> Result<Option<UpstreamT
 }
 
 /// Runs the gateway until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn run(
+    config: Config,
+    config_path: std::path::PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     let config = Arc::new(config);
     let logins = login_context(&config)?;
     let mut listeners = Vec::new();
@@ -169,6 +174,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
         "tollgate ready"
     );
 
+    let live = LiveContext::new(ctx);
+    let reloads = tokio::spawn(crate::reload::on_sighup(live.clone(), config_path));
     let tracker = TaskTracker::new();
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let workers = Arc::new(Workers::start(config.listener.workers).map_err(ServeError::Workers)?);
@@ -176,7 +183,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     for listener in listeners {
         accept_loops.spawn(accept_loop(
             listener,
-            ctx.clone(),
+            live.clone(),
             tracker.clone(),
             Arc::clone(&limit),
             Arc::clone(&workers),
@@ -200,7 +207,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
     if let Some(interceptor) = interceptor {
         interceptor.stop();
     }
-    drop(ctx);
+    // Every handle on the recorder goes before waiting for it to drain.
+    reloads.abort();
+    let _ = reloads.await;
+    drop(live);
     recorder_task.finish().await?;
     tracing::info!("tollgate stopped");
     Ok(())
@@ -208,7 +218,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Serv
 
 async fn accept_loop(
     listener: TcpListener,
-    ctx: SessionContext,
+    live: LiveContext,
     tracker: TaskTracker,
     limit: Arc<Semaphore>,
     workers: Arc<Workers>,
@@ -254,7 +264,7 @@ async fn accept_loop(
                 continue;
             }
         };
-        let ctx = ctx.clone();
+        let ctx = live.current();
         workers.spawn(tracker.track_future(async move {
             let stream = tokio::net::TcpStream::from_std(stream);
             match stream {

@@ -447,6 +447,19 @@ pub struct Gateway {
 }
 
 impl Gateway {
+    /// Writes `config` over the gateway's configuration file (with `{store}` replaced by its
+    /// store) and sends it `SIGHUP` to reload it.
+    pub fn reload(&self, config: &str) -> anyhow::Result<()> {
+        fs::write(
+            &self.config_path,
+            config.replace("{store}", &self.store.to_string_lossy()),
+        )?;
+        let child = self.child.as_ref().context("the gateway has stopped")?;
+        let pid = Pid::from_raw(i32::try_from(child.id())?);
+        kill(pid, Signal::SIGHUP)?;
+        Ok(())
+    }
+
     /// Writes `config` (with `{store}` replaced by a fresh store directory) and starts the
     /// gateway, inside `netns` when given; waits until it logs "tollgate ready".
     pub fn start(netns: Option<&Netns>, config: &str) -> anyhow::Result<Self> {

@@ -681,6 +681,106 @@ fn the_policy_picks_the_account_by_group_and_refuses_the_rest() {
     assert!(!gateway.log_text().contains("demo-pw"));
 }
 
+/// `SIGHUP` reloads identities and policy for new sessions while a live session carries on;
+/// a file that does not load, or that changes what needs a restart, is rejected and the
+/// running configuration stays.
+#[test]
+fn sighup_reloads_the_policy_without_dropping_live_sessions() {
+    let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
+    let port = free_port();
+    let ca = db.dir().join("tls/ca.pem");
+    let before = login_config(port, db.port, "mode = \"required\"", &ca);
+    let mut gateway =
+        Gateway::start_with_env(None, &before, &[("TOLLGATE_TEST_DB_PASSWORD", "app-pw")])
+            .expect("start gateway");
+    let (ok, _, err) = client(port, "bob", "bob-pw", &[], "SELECT 1");
+    assert!(
+        !ok && err.contains("1045"),
+        "bob is not an identity yet: {err}"
+    );
+
+    // A session that stays open across the reloads.
+    let mut live = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                r#"
+import sys, mysql.connector
+c = mysql.connector.connect(host="127.0.0.1", port={port}, user="alice", password="alice-pw", use_pure=True)
+cur = c.cursor()
+for line in sys.stdin:
+    cur.execute(line.strip())
+    print(cur.fetchall()[0][0], flush=True)
+"#
+            ),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdin = live.stdin.take().expect("stdin");
+    let mut stdout = std::io::BufReader::new(live.stdout.take().expect("stdout"));
+    let mut ask = |sql: &str| {
+        use std::io::{BufRead as _, Write as _};
+        writeln!(stdin, "{sql}").expect("send");
+        let mut answer = String::new();
+        stdout.read_line(&mut answer).expect("answer");
+        answer.trim().to_owned()
+    };
+    assert_eq!(ask("SELECT 'before'"), "before");
+
+    let after = format!(
+        "{before}[[identities]]\nuser = \"bob\"\npassword_hash = \"{}\"\n",
+        hash_password("bob-pw")
+    );
+    gateway.reload(&after).expect("reload");
+    gateway
+        .wait_for_log(
+            "configuration reloaded; new sessions use it, live sessions keep theirs",
+            Duration::from_secs(15),
+        )
+        .expect("reloaded");
+    let (ok, out, err) = client(port, "bob", "bob-pw", &[], "SELECT CURRENT_USER()");
+    assert!(ok, "bob after the reload: {err}");
+    assert_eq!(out.trim(), "app@%");
+    assert_eq!(
+        ask("SELECT 'during'"),
+        "during",
+        "the live session carries on"
+    );
+
+    // Broken files are rejected; the running configuration stays.
+    let logged = |gateway: &Gateway, text: &str| {
+        for _ in 0..300 {
+            if gateway.log_text().contains(text) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the gateway did not log {text:?}:\n{}", gateway.log_text());
+    };
+    gateway.reload("this is not toml").expect("reload");
+    logged(
+        &gateway,
+        "configuration reload rejected, keeping the running one: ",
+    );
+    let moved = after.replace(
+        &format!("127.0.0.1:{port}"),
+        &format!("127.0.0.1:{}", free_port()),
+    );
+    gateway.reload(&moved).expect("reload");
+    logged(
+        &gateway,
+        "listener.addresses changed: restart the gateway to apply",
+    );
+    let (ok, _, err) = client(port, "bob", "bob-pw", &[], "SELECT 1");
+    assert!(ok, "still the reloaded configuration: {err}");
+    assert_eq!(ask("SELECT 'after'"), "after");
+    drop(stdin);
+    let _ = live.wait();
+    gateway.stop();
+}
+
 /// mysql-connector-python's C extension is linked against the OpenSSL it ships in
 /// `mysql/vendor` (newer than Debian 12's); it loads only with that directory on the library
 /// path.
