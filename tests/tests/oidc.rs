@@ -1,6 +1,6 @@
 //! OpenID Connect tokens as the MySQL password: a real issuer (`oidc-provider`), real MariaDB,
 //! the gateway terminating the login, and real clients (the `mariadb` CLI with no flags at
-//! all, PyMySQL and node `mysql2` with their usual TLS options) logging in with an access
+//! all, PyMySQL, node `mysql2` and MariaDB Connector/J with their usual TLS options) logging in with an access
 //! token or an ID token. Forged, expired, early and misaddressed tokens are refused with the
 //! reason; a key rotation at the issuer is picked up without a restart; no token reaches the
 //! gateway's log (at debug level) or the recording. Runs without root.
@@ -32,6 +32,7 @@ store = "{{store}}"
 [[identities]]
 user = "alice"
 password_hash = "{hash}"
+groups = ["devs"]
 [[oidc]]
 issuer = "{issuer}"
 audiences = ["urn:test:api", "test-app"]
@@ -41,7 +42,7 @@ name = "db"
 address = "127.0.0.1"
 port = {db_port}
 [[targets.allow]]
-groups = ["*"]
+groups = ["admins", "devs", "agents"]
 [targets.login]
 user = "app"
 password_env = "TOLLGATE_TEST_DB_PASSWORD"
@@ -168,6 +169,27 @@ const mysql = require('mysql2/promise');
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// MariaDB Connector/J (Debian `libmariadb-java`) with the token as the password and TLS
+/// verified against `ca`.
+fn jdbc(port: u16, ca: &Path, user: &str, token: &str) -> String {
+    let output = run_capture(
+        Command::new("java")
+            .args(["-cp", "/usr/share/java/mariadb-java-client.jar"])
+            .arg(workspace_root().join("tests/clients/JdbcTokenLogin.java"))
+            .args([&port.to_string(), user])
+            .arg(ca)
+            .env("TOKEN", token),
+    )
+    .expect("java");
+    assert!(
+        output.status.success(),
+        "Connector/J: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
 fn logins(gateway: &Gateway) -> Vec<Value> {
     gateway
         .recorded_events()
@@ -195,6 +217,8 @@ fn real_clients_log_in_with_tokens_and_no_token_is_logged_or_recorded() {
     // (node mysql2). The MySQL user name is informational.
     assert_eq!(pymysql(port, &ca, "bob", &bob_id), "app@%");
     assert_eq!(mysql2(port, &ca, "ci-agent", &agent), "app@%");
+    // A JDBC driver too (it starts with mysql_native_password; the gateway switches it).
+    assert_eq!(jdbc(port, &ca, "alice", &alice_access), "app@%");
     // Passwords still go to the identity table.
     let (ok, _, err) = mariadb(port, "alice", "alice-pw", &[], "SELECT 1");
     assert!(ok, "{err}");
@@ -275,6 +299,11 @@ fn bad_tokens_are_refused_with_the_reason() {
             "forge=unknown-kid",
             "unknown signing key not-published".to_owned(),
         ),
+        // A valid token whose groups no [[targets.allow]] rule names.
+        (
+            "sub=user-eve&groups=contractors",
+            "user-eve (groups contractors) may not use target 'db'".to_owned(),
+        ),
     ];
     let mut tokens = Vec::new();
     for (query, reason) in &cases {
@@ -285,7 +314,9 @@ fn bad_tokens_are_refused_with_the_reason() {
         tokens.push(token);
     }
     // The same issuer's good token, offered without TLS: refused before it is even sent.
-    let good = issuer.test_token("sub=user-alice").expect("token");
+    let good = issuer
+        .test_token("sub=user-alice&groups=devs")
+        .expect("token");
     let (ok, _, err) = mariadb(port, "alice", &good, &[], "SELECT 1");
     assert!(ok, "{err}");
     let (ok, _, err) = mariadb(port, "alice", &good, &["--skip-ssl"], "SELECT 1");
