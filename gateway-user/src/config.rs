@@ -60,6 +60,10 @@ pub struct LocalIdentityConfig {
     /// The Linux user name (resolved to a uid when the file is loaded).
     #[serde(default)]
     pub user: Option<String>,
+    /// Only processes with this command name (`comm`, at most 15 bytes, as the kernel keeps
+    /// it), e.g. `mariadb`; any when absent.
+    #[serde(default)]
+    pub comm: Option<String>,
     /// The identity it maps to, e.g. `svc:ci`.
     pub name: String,
     /// Its groups, for `[[targets.allow]]` rules.

@@ -599,7 +599,51 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
+        // Suite-wide: no secret a test handed out is in this gateway's log or recording.
+        if !std::thread::panicking() {
+            let text = self.log_text()
+                + &fs::read_to_string(self.store.join("events.jsonl")).unwrap_or_default();
+            if let Some(secret) = leaked_secret(&text) {
+                panic!(
+                    "a secret ({}...) is in the gateway's log or recording ({})",
+                    secret.chars().take(6).collect::<String>(),
+                    self.log_path.display()
+                );
+            }
+        }
     }
+}
+
+/// The passwords the tests' databases, identities and clients use; see [`register_secret`].
+const KNOWN_SECRETS: &[&str] = &[
+    "app-pw",
+    "demo-pw",
+    "sha2-pw",
+    "ed-pw",
+    "alice-pw",
+    "bob-pw",
+    "mallory-pw",
+];
+
+/// Tokens the tests obtained (registered by [`OidcIssuer`]).
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// Adds `secret` to what no gateway log or recording may contain (checked when each
+/// [`Gateway`] is dropped).
+pub fn register_secret(secret: &str) {
+    if let Ok(mut secrets) = SECRETS.lock() {
+        secrets.push(secret.to_owned());
+    }
+}
+
+/// The first known or registered secret that `text` contains.
+fn leaked_secret(text: &str) -> Option<String> {
+    let registered = SECRETS.lock().map(|s| s.clone()).unwrap_or_default();
+    KNOWN_SECRETS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .chain(registered)
+        .find(|secret| text.contains(secret.as_str()))
 }
 
 /// A `mariadb` CLI invocation: `-N -B` output, no option files.
@@ -867,7 +911,10 @@ impl OidcIssuer {
                 .map(str::to_owned)
                 .with_context(|| format!("no {name} in {answer}"))
         };
-        Ok((field("access_token")?, field("id_token")?))
+        let (access, id) = (field("access_token")?, field("id_token")?);
+        register_secret(&access);
+        register_secret(&id);
+        Ok((access, id))
     }
 
     /// A client-credentials access token for the agent `agent-1`.
@@ -876,10 +923,12 @@ impl OidcIssuer {
             "grant_type=client_credentials&client_id=agent-1&client_secret=agent-1-secret\
              &scope=api:read",
         )?;
-        answer["access_token"]
+        let token = answer["access_token"]
             .as_str()
             .map(str::to_owned)
-            .with_context(|| format!("no access_token in {answer}"))
+            .with_context(|| format!("no access_token in {answer}"))?;
+        register_secret(&token);
+        Ok(token)
     }
 
     /// A token with chosen claims or a forgery, from the issuer's test endpoint (`query` as
@@ -889,6 +938,7 @@ impl OidcIssuer {
         if status != 200 {
             bail!("test token ({query}) answered {status}: {body}");
         }
+        register_secret(&body);
         Ok(body)
     }
 

@@ -29,14 +29,14 @@ pub enum IdentitySource {
     Kernel,
 }
 
-/// The kernel-attested identity of a local process: its user mapped through
-/// `[[local_identities]]`, when there is an entry for it.
+/// The kernel-attested identity of a local process: its user (and command name, where the
+/// entry names one) mapped through `[[local_identities]]`, when an entry matches.
 #[must_use]
-pub fn kernel_identity(config: &Config, uid: u32) -> Option<Identity> {
+pub fn kernel_identity(config: &Config, uid: u32, comm: &str) -> Option<Identity> {
     let local = config
         .local_identities
         .iter()
-        .find(|l| l.resolved_uid() == Some(uid))?;
+        .find(|l| l.resolved_uid() == Some(uid) && l.comm.as_deref().is_none_or(|c| c == comm))?;
     Some(Identity {
         source: IdentitySource::Kernel,
         subject: format!("uid:{uid}"),
@@ -148,6 +148,42 @@ impl Authenticator {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn local_identities_match_by_user_and_command() {
+        let config = crate::config::Config::parse(
+            r#"
+[listener]
+addresses = ["127.0.0.1:15306"]
+[[local_identities]]
+uid = 4242
+comm = "mariadb"
+name = "svc:ci-cli"
+groups = ["ci"]
+[[local_identities]]
+uid = 4242
+name = "svc:ci"
+[[targets]]
+name = "t"
+address = "198.18.0.10"
+port = 3306
+"#,
+            std::path::Path::new("t.toml"),
+        )
+        .expect("config");
+        let cli = kernel_identity(&config, 4242, "mariadb").expect("mapped");
+        assert_eq!(
+            (cli.name.as_str(), cli.subject.as_str()),
+            ("svc:ci-cli", "uid:4242")
+        );
+        assert_eq!(cli.source, IdentitySource::Kernel);
+        assert_eq!(cli.groups, ["ci"]);
+        assert_eq!(
+            kernel_identity(&config, 4242, "python3").map(|i| i.name),
+            Some("svc:ci".to_owned())
+        );
+        assert!(kernel_identity(&config, 4243, "mariadb").is_none());
+    }
 
     fn config(extra: &str) -> Config {
         let hash = crate::auth::hash_password(b"alice-pw").expect("hash");
