@@ -60,6 +60,13 @@ pub struct LocalIdentityConfig {
     /// The Linux user name (resolved to a uid when the file is loaded).
     #[serde(default)]
     pub user: Option<String>,
+    /// Only processes in this cgroup or below it (a cgroup v2 path such as
+    /// `/system.slice/ci-runner.service`); any when absent.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// Only processes in the container whose id starts with this; any when absent.
+    #[serde(default)]
+    pub container: Option<String>,
     /// Only processes with this command name (`comm`, at most 15 bytes, as the kernel keeps
     /// it), e.g. `mariadb`; any when absent.
     #[serde(default)]
@@ -753,10 +760,21 @@ impl Config {
     fn validate_local_identities(&self) -> Result<(), Invalid> {
         for (i, local) in self.local_identities.iter().enumerate() {
             let field = format!("local_identities[{i}]");
-            if local.uid.is_some() == local.user.is_some() {
-                return Err(Invalid::new(0, field, "set exactly one of uid or user"));
+            if local.uid.is_some() && local.user.is_some() {
+                return Err(Invalid::new(0, field, "set uid or user, not both"));
             }
-            if local.resolved_uid().is_none() {
+            if local.uid.is_none()
+                && local.user.is_none()
+                && local.cgroup.is_none()
+                && local.container.is_none()
+            {
+                return Err(Invalid::new(
+                    0,
+                    field,
+                    "matches every process: set uid, user, cgroup or container",
+                ));
+            }
+            if local.user.is_some() && local.resolved_uid().is_none() {
                 return Err(Invalid::new(
                     0,
                     format!("{field}.user"),

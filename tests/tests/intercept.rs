@@ -287,18 +287,10 @@ fn serve_without_privileges_says_what_to_do() {
     assert!(stderr.contains("interception.mode = \"off\""), "{stderr}");
 }
 
-/// Kernel-attested identity: a local process whose user is in `[[local_identities]]` logs in
-/// to a target that allows it without any password, as the mapped identity and its groups (the
-/// policy then picks the account); an unmapped user without a password is refused.
-#[test]
-fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
-    if !require_root("a_mapped_local_process_logs_in_as_its_kernel_identity") {
-        return;
-    }
-    let ns = Netns::create("kid", &["198.18.0.10/24"]).expect("netns");
-    let db = MariaDb::start(Some(&ns), "*", 3306).expect("MariaDB in the netns");
-    let cgroup = cgroup2_root().join(format!("tollgate-test-kid-{}", std::process::id()));
-    let config = format!(
+/// The kernel-identity test's configuration: uid 4242 maps to svc:ci, uid 4244 in the managed
+/// cgroup to svc:lab; both in group ci, which the target allows.
+fn kernel_identity_config(cgroup: &Path, ca: &Path) -> String {
+    format!(
         r#"
 [listener]
 addresses = ["127.0.0.1:15306"]
@@ -309,6 +301,11 @@ store = "{{store}}"
 [[local_identities]]
 uid = {CLIENT_UID}
 name = "svc:ci"
+groups = ["ci"]
+[[local_identities]]
+uid = {lab_uid}
+cgroup = "/{cgroup_name}"
+name = "svc:lab"
 groups = ["ci"]
 [[targets]]
 name = "lab-v4"
@@ -326,8 +323,55 @@ ca = "{ca}"
 server_name = "localhost"
 "#,
         cgroup = cgroup.display(),
-        ca = db.dir().join("tls/ca.pem").display(),
+        cgroup_name = cgroup.file_name().unwrap_or_default().to_string_lossy(),
+        lab_uid = CLIENT_UID + 2,
+        ca = ca.display(),
+    )
+}
+
+/// The kernel identities are recorded with the logins, and the process's cgroup path with the
+/// session.
+fn assert_kernel_logins(events: &[Value], cgroup: &Path) {
+    let login = events
+        .iter()
+        .find(|e| e["type"] == "session.login" && e["accepted"] == true)
+        .expect("the mapped login");
+    assert_eq!(login["identity"]["source"], "kernel");
+    assert_eq!(login["identity"]["name"], "svc:ci");
+    assert_eq!(login["identity"]["subject"], format!("uid:{CLIENT_UID}"));
+    assert_eq!(login["identity"]["groups"][0], "ci");
+    assert_eq!(login["upstream_user"], "app");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "session.login" && e["identity"]["name"] == "svc:lab"),
+        "{events:?}"
     );
+    let started = events
+        .iter()
+        .find(|e| e["type"] == "session.started")
+        .expect("started");
+    assert_eq!(
+        started["process"]["cgroup_path"],
+        format!(
+            "/{}",
+            cgroup.file_name().unwrap_or_default().to_string_lossy()
+        )
+    );
+}
+
+/// Kernel-attested identity: a local process whose user is in `[[local_identities]]` logs in
+/// to a target that allows it without any password, as the mapped identity and its groups (the
+/// policy then picks the account); an unmapped user without a password is refused.
+#[test]
+fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
+    if !require_root("a_mapped_local_process_logs_in_as_its_kernel_identity") {
+        return;
+    }
+    let ns = Netns::create("kid", &["198.18.0.10/24"]).expect("netns");
+    let db = MariaDb::start(Some(&ns), "*", 3306).expect("MariaDB in the netns");
+    let cgroup = cgroup2_root().join(format!("tollgate-test-kid-{}", std::process::id()));
+    let config = kernel_identity_config(&cgroup, &db.dir().join("tls/ca.pem"));
     let mut gateway = Gateway::start_with_env(
         Some(&ns),
         &config,
@@ -370,6 +414,13 @@ server_name = "localhost"
         String::from_utf8_lossy(&mapped.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&mapped.stdout).trim(), "app@%");
+    // Matched by user and cgroup (the managed cgroup `tollgate run` puts it in).
+    let by_cgroup = run_as(CLIENT_UID + 2);
+    assert!(
+        by_cgroup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&by_cgroup.stderr)
+    );
     let unmapped = run_as(CLIENT_UID + 1);
     assert!(!unmapped.status.success(), "no identity, no password");
     assert!(
@@ -380,14 +431,5 @@ server_name = "localhost"
     );
     std::thread::sleep(Duration::from_millis(300));
     gateway.stop();
-    let events = gateway.recorded_events();
-    let login = events
-        .iter()
-        .find(|e| e["type"] == "session.login" && e["accepted"] == true)
-        .expect("the mapped login");
-    assert_eq!(login["identity"]["source"], "kernel");
-    assert_eq!(login["identity"]["name"], "svc:ci");
-    assert_eq!(login["identity"]["subject"], format!("uid:{CLIENT_UID}"));
-    assert_eq!(login["identity"]["groups"][0], "ci");
-    assert_eq!(login["upstream_user"], "app");
+    assert_kernel_logins(&gateway.recorded_events(), &cgroup);
 }

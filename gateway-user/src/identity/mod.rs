@@ -14,7 +14,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use crate::{auth::IdentityTable, config::Config};
+use crate::{auth::IdentityTable, config::Config, recording::ProcessInfo};
 use oidc::{OidcVerifier, TokenError, UnverifiedToken};
 
 /// How an identity was proved.
@@ -29,14 +29,27 @@ pub enum IdentitySource {
     Kernel,
 }
 
-/// The kernel-attested identity of a local process: its user (and command name, where the
-/// entry names one) mapped through `[[local_identities]]`, when an entry matches.
+/// The kernel-attested identity of a local process: the first `[[local_identities]]` entry
+/// whose user, cgroup, container and command name (those it names) all match.
 #[must_use]
-pub fn kernel_identity(config: &Config, uid: u32, comm: &str) -> Option<Identity> {
-    let local = config
-        .local_identities
-        .iter()
-        .find(|l| l.resolved_uid() == Some(uid) && l.comm.as_deref().is_none_or(|c| c == comm))?;
+pub fn kernel_identity(config: &Config, process: &ProcessInfo) -> Option<Identity> {
+    let in_cgroup = |prefix: &str| {
+        process.cgroup_path.as_deref().is_some_and(|path| {
+            path == prefix || path.starts_with(&format!("{}/", prefix.trim_end_matches('/')))
+        })
+    };
+    let local = config.local_identities.iter().find(|l| {
+        (l.uid.is_none() && l.user.is_none() || l.resolved_uid() == Some(process.uid))
+            && l.cgroup.as_deref().is_none_or(in_cgroup)
+            && l.container.as_deref().is_none_or(|c| {
+                process
+                    .container_id
+                    .as_deref()
+                    .is_some_and(|id| id.starts_with(c))
+            })
+            && l.comm.as_deref().is_none_or(|c| c == process.comm)
+    })?;
+    let uid = process.uid;
     Some(Identity {
         source: IdentitySource::Kernel,
         subject: format!("uid:{uid}"),
@@ -150,7 +163,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn local_identities_match_by_user_and_command() {
+    fn local_identities_match_by_user_cgroup_container_and_command() {
         let config = crate::config::Config::parse(
             r#"
 [listener]
@@ -160,6 +173,12 @@ uid = 4242
 comm = "mariadb"
 name = "svc:ci-cli"
 groups = ["ci"]
+[[local_identities]]
+cgroup = "/system.slice/ci-runner.service"
+name = "svc:ci-runner"
+[[local_identities]]
+container = "0123abcd"
+name = "svc:etl"
 [[local_identities]]
 uid = 4242
 name = "svc:ci"
@@ -171,7 +190,23 @@ port = 3306
             std::path::Path::new("t.toml"),
         )
         .expect("config");
-        let cli = kernel_identity(&config, 4242, "mariadb").expect("mapped");
+        let process = |uid: u32, comm: &str, cgroup: &str| {
+            let mut p = ProcessInfo {
+                pid: 1,
+                tid: 1,
+                uid,
+                gid: uid,
+                comm: comm.into(),
+                cgroup_id: 1,
+                cgroup_path: Some(cgroup.into()),
+                container_id: None,
+            };
+            p.container_id = crate::recording::event::container_id(cgroup);
+            p
+        };
+        let name = |p: ProcessInfo| kernel_identity(&config, &p).map(|i| i.name);
+        let cli =
+            kernel_identity(&config, &process(4242, "mariadb", "/user.slice")).expect("mapped");
         assert_eq!(
             (cli.name.as_str(), cli.subject.as_str()),
             ("svc:ci-cli", "uid:4242")
@@ -179,10 +214,28 @@ port = 3306
         assert_eq!(cli.source, IdentitySource::Kernel);
         assert_eq!(cli.groups, ["ci"]);
         assert_eq!(
-            kernel_identity(&config, 4242, "python3").map(|i| i.name),
-            Some("svc:ci".to_owned())
+            name(process(4242, "python3", "/user.slice")).as_deref(),
+            Some("svc:ci")
         );
-        assert!(kernel_identity(&config, 4243, "mariadb").is_none());
+        assert_eq!(
+            name(process(
+                999,
+                "java",
+                "/system.slice/ci-runner.service/job-7"
+            ))
+            .as_deref(),
+            Some("svc:ci-runner")
+        );
+        assert_eq!(
+            name(process(999, "java", "/system.slice/ci-runner.services")),
+            None
+        );
+        let docker = format!("/system.slice/docker-0123abcd{}.scope", "e".repeat(56));
+        assert_eq!(
+            name(process(0, "psql", &docker)).as_deref(),
+            Some("svc:etl")
+        );
+        assert!(name(process(4243, "mariadb", "/user.slice")).is_none());
     }
 
     fn config(extra: &str) -> Config {

@@ -41,6 +41,8 @@ impl From<&Attribution> for Origin {
                 gid: a.gid,
                 comm: String::from_utf8_lossy(comm).into_owned(),
                 cgroup_id: a.cgroup_id,
+                cgroup_path: None,
+                container_id: None,
             },
         }
     }
@@ -94,7 +96,9 @@ impl FlowTable {
         if let Err(error) = flows.remove(&key) {
             tracing::warn!(%error, %client, "could not delete claimed flow entry");
         }
-        Some(Origin::from(&attribution))
+        let mut origin = Origin::from(&attribution);
+        origin.process.resolve_cgroup();
+        Some(origin)
     }
 }
 

@@ -169,6 +169,40 @@ pub struct ProcessInfo {
     pub comm: String,
     /// cgroup v2 id.
     pub cgroup_id: u64,
+    /// cgroup v2 path of the process when the gateway accepted the connection (from
+    /// `/proc/PID/cgroup`; absent when the process had already gone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup_path: Option<String>,
+    /// The container the process runs in, when its cgroup path names one (Docker, containerd,
+    /// CRI-O, Podman: a 64-hex-digit id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_id: Option<String>,
+}
+
+impl ProcessInfo {
+    /// Fills in the cgroup path and container id from `/proc/PID/cgroup`.
+    pub fn resolve_cgroup(&mut self) {
+        let Ok(text) = std::fs::read_to_string(format!("/proc/{}/cgroup", self.pid)) else {
+            return;
+        };
+        // The unified (v2) hierarchy's line is "0::/path".
+        let Some(path) = text.lines().find_map(|l| l.strip_prefix("0::")) else {
+            return;
+        };
+        self.container_id = container_id(path);
+        self.cgroup_path = Some(path.to_owned());
+    }
+}
+
+/// The 64-hex-digit container id in a cgroup path (`docker-ID.scope`, `/docker/ID`,
+/// `cri-containerd-ID.scope`, `crio-ID.scope`, `libpod-ID.scope`), if any.
+#[must_use]
+pub fn container_id(cgroup_path: &str) -> Option<String> {
+    cgroup_path.split('/').rev().find_map(|segment| {
+        let segment = segment.strip_suffix(".scope").unwrap_or(segment);
+        let id = segment.rsplit('-').next().unwrap_or(segment);
+        (id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_owned())
+    })
 }
 
 /// Body of `session.ended`.

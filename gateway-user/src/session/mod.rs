@@ -266,7 +266,7 @@ async fn login_phase<'c>(
         local_infile: target.local_infile,
         kernel_identity: process
             .filter(|_| target.kernel_identity)
-            .and_then(|p| crate::identity::kernel_identity(&ctx.config, p.uid, &p.comm)),
+            .and_then(|p| crate::identity::kernel_identity(&ctx.config, p)),
         timeout: ctx.config.limits.login_timeout,
         session_id,
     };
