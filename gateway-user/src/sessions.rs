@@ -104,27 +104,24 @@ pub fn render_session(events: &[RecordedEvent]) -> String {
                 if let Some(p) = &s.process {
                     let _ = writeln!(
                         out,
-                        "process   {} pid={} uid={} gid={} cgroup={}",
-                        p.comm, p.pid, p.uid, p.gid, p.cgroup_id
+                        "process   {} pid={} uid={} gid={} cgroup={}{}{}",
+                        p.comm,
+                        p.pid,
+                        p.uid,
+                        p.gid,
+                        p.cgroup_id,
+                        p.cgroup_path
+                            .as_deref()
+                            .map(|c| format!(" ({c})"))
+                            .unwrap_or_default(),
+                        p.container_id
+                            .as_deref()
+                            .map(|c| format!(" container={}", c.get(..12).unwrap_or(c)))
+                            .unwrap_or_default()
                     );
                 }
             }
-            EventKind::Login(l) => {
-                let _ = writeln!(
-                    out,
-                    "login     {}{}{} {}",
-                    l.user,
-                    l.upstream_user
-                        .as_deref()
-                        .map(|u| format!(" (gateway logged in to the database as {u})"))
-                        .unwrap_or_default(),
-                    l.database
-                        .as_deref()
-                        .map(|d| format!(" db={d}"))
-                        .unwrap_or_default(),
-                    if l.accepted { "accepted" } else { "refused" }
-                );
-            }
+            EventKind::Login(l) => render_login(&mut out, l),
             EventKind::Statement(st) => {
                 let result = match &st.error {
                     Some(e) => format!("ERROR {} {}", e.code, e.message),
@@ -208,4 +205,53 @@ pub fn render_table(sessions: &[SessionSummary]) -> String {
         );
     }
     out
+}
+
+/// The login lines of `tollgate sessions show`: who, as which account, the identity the client
+/// proved and the policy's decision.
+fn render_login(out: &mut String, l: &crate::recording::LoginEvent) {
+    let _ = writeln!(
+        out,
+        "login     {}{}{} {}",
+        l.user,
+        l.upstream_user
+            .as_deref()
+            .map(|u| format!(" (gateway logged in to the database as {u})"))
+            .unwrap_or_default(),
+        l.database
+            .as_deref()
+            .map(|d| format!(" db={d}"))
+            .unwrap_or_default(),
+        if l.accepted { "accepted" } else { "refused" }
+    );
+    if let Some(identity) = &l.identity {
+        let _ = writeln!(
+            out,
+            "identity  {} ({:?}, subject {}{}) groups=[{}]",
+            identity.name,
+            identity.source,
+            identity.subject,
+            identity
+                .issuer
+                .as_deref()
+                .map(|i| format!(", issuer {i}"))
+                .unwrap_or_default(),
+            identity.groups.join(", ")
+        );
+    }
+    if let Some(policy) = &l.policy {
+        let _ = match (&policy.rule, &policy.account, &policy.reason) {
+            (Some(rule), Some(account), _) => {
+                writeln!(out, "policy    allowed by rule {rule}, account {account}")
+            }
+            (_, _, reason) => writeln!(
+                out,
+                "policy    denied: {}",
+                reason.as_deref().unwrap_or("no rule matched")
+            ),
+        };
+    }
+    if let Some(reason) = l.error_message.as_deref().filter(|_| !l.accepted) {
+        let _ = writeln!(out, "          {reason}");
+    }
 }
