@@ -298,6 +298,10 @@ addresses = ["127.0.0.1:15306"]
 cgroup = "{cgroup}"
 [recording]
 store = "{{store}}"
+[[identities]]
+user = "alice"
+password_hash = "{alice}"
+groups = ["ci"]
 [[local_identities]]
 uid = {CLIENT_UID}
 name = "svc:ci"
@@ -325,6 +329,7 @@ server_name = "localhost"
         cgroup = cgroup.display(),
         cgroup_name = cgroup.file_name().unwrap_or_default().to_string_lossy(),
         lab_uid = CLIENT_UID + 2,
+        alice = tollgate_tests::hash_password("alice-pw"),
         ca = ca.display(),
     )
 }
@@ -347,6 +352,12 @@ fn assert_kernel_logins(events: &[Value], cgroup: &Path) {
             .any(|e| e["type"] == "session.login" && e["identity"]["name"] == "svc:lab"),
         "{events:?}"
     );
+    let both = events
+        .iter()
+        .find(|e| e["type"] == "session.login" && e["user"] == "alice")
+        .expect("alice's login");
+    assert_eq!(both["identity"]["source"], "password");
+    assert_eq!(both["kernel_identity"]["name"], "svc:ci");
     let started = events
         .iter()
         .find(|e| e["type"] == "session.started")
@@ -379,7 +390,7 @@ fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
     )
     .expect("gateway");
     let config_path = gateway.config_path.clone();
-    let run_as = |uid: u32| {
+    let run_as = |uid: u32, login: &[&str]| {
         let mut command = command_in(Some(&ns), tollgate_bin());
         command
             .args(["run", "--config"])
@@ -397,17 +408,16 @@ fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
                 DB_V4,
                 "-P",
                 "3306",
-                "-u",
-                "ci",
                 "--connect-timeout=10",
                 "-N",
                 "-B",
                 "-e",
                 "SELECT CURRENT_USER()",
-            ]);
+            ])
+            .args(login);
         run_capture(&mut command).expect("client")
     };
-    let mapped = run_as(CLIENT_UID);
+    let mapped = run_as(CLIENT_UID, &["-u", "ci"]);
     assert!(
         mapped.status.success(),
         "{}",
@@ -415,13 +425,20 @@ fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
     );
     assert_eq!(String::from_utf8_lossy(&mapped.stdout).trim(), "app@%");
     // Matched by user and cgroup (the managed cgroup `tollgate run` puts it in).
-    let by_cgroup = run_as(CLIENT_UID + 2);
+    let by_cgroup = run_as(CLIENT_UID + 2, &["-u", "ci"]);
     assert!(
         by_cgroup.status.success(),
         "{}",
         String::from_utf8_lossy(&by_cgroup.stderr)
     );
-    let unmapped = run_as(CLIENT_UID + 1);
+    // A mapped process that does send a password: that identity, the kernel's recorded beside.
+    let both = run_as(CLIENT_UID, &["-u", "alice", "-palice-pw"]);
+    assert!(
+        both.status.success(),
+        "{}",
+        String::from_utf8_lossy(&both.stderr)
+    );
+    let unmapped = run_as(CLIENT_UID + 1, &["-u", "ci"]);
     assert!(!unmapped.status.success(), "no identity, no password");
     assert!(
         String::from_utf8_lossy(&unmapped.stderr).contains("1045"),
