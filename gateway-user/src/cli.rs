@@ -54,6 +54,16 @@ pub enum Command {
     Login(crate::token::LoginArgs),
     /// Get an OIDC token for an agent or a service account (`--client-credentials`).
     Token(crate::token::TokenArgs),
+    /// Make an ed25519 signing key for `[recording] signing_key` (a raw 32-byte seed, mode
+    /// 0600) and print its public key (64 hex digits) for verifiers.
+    Keygen {
+        /// Where to write the signing key (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Also write the public key (64 hex digits) here, for `sessions verify --public-key`.
+        #[arg(long)]
+        public_out: Option<PathBuf>,
+    },
     /// Recorded sessions.
     Sessions {
         /// What to do with them.
@@ -90,6 +100,26 @@ pub enum SessionsCommand {
         /// Print the raw events as JSON lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Check the hash chains and signatures: exits non-zero, with one line per problem, when
+    /// an event was edited, dropped or reordered or a signature is missing or bad.
+    Verify {
+        /// Session id, or a unique prefix of it.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Verify every session in the store.
+        #[arg(long)]
+        all: bool,
+        /// Configuration file (for `recording.store` and `recording.signing_key`).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Read this store directory instead of the configured one.
+        #[arg(long)]
+        store: Option<PathBuf>,
+        /// The gateway's public key (64 hex digits, as `keygen` prints it); by default derived
+        /// from the configured signing key when readable.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
     },
 }
 

@@ -283,12 +283,18 @@ pub struct RecordingConfig {
     /// Directory of the embedded recording store (created when missing).
     #[serde(default = "default_store")]
     pub store: PathBuf,
+    /// The gateway's ed25519 signing key (a raw 32-byte seed, mode 0600, made by
+    /// `tollgate keygen`): each `session.ended` carries its chain head signed with it. Without
+    /// one the events are still hash-chained, but unsigned.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
 }
 
 impl Default for RecordingConfig {
     fn default() -> Self {
         Self {
             store: default_store(),
+            signing_key: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use tollgate::{
     cli::{Cli, Command, SessionsCommand},
     config::Config,
     intercept::join_cgroup,
-    recording::Store,
+    recording::{SigningKey, Store, chain},
     server, sessions, telemetry,
 };
 
@@ -67,6 +67,27 @@ fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::Login(args) => Ok(tollgate::token::login_command(&args)?),
         Command::Token(args) => Ok(tollgate::token::token_command(&args)?),
+        Command::Keygen { out, public_out } => {
+            let key = SigningKey::generate();
+            key.write_new(&out)?;
+            let public = key.public_hex();
+            if let Some(path) = public_out {
+                std::fs::write(&path, format!("{public}\n"))
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{public}");
+            Ok(())
+        }
+        Command::Sessions {
+            command:
+                SessionsCommand::Verify {
+                    id,
+                    all: _,
+                    config,
+                    store,
+                    public_key,
+                },
+        } => verify_sessions(&config, store, public_key.as_deref(), id.as_deref()),
         Command::Sessions {
             command:
                 SessionsCommand::List {
@@ -155,5 +176,84 @@ fn list_sessions(store: &Path, json: bool) -> anyhow::Result<()> {
     if skipped > 0 {
         eprintln!("tollgate: {skipped} unreadable line(s) skipped (torn write after a crash?)");
     }
+    Ok(())
+}
+
+/// `tollgate sessions verify`: one line per session, one per problem; an error when any.
+fn verify_sessions(
+    config: &Path,
+    store: Option<std::path::PathBuf>,
+    public_key: Option<&Path>,
+    id: Option<&str>,
+) -> anyhow::Result<()> {
+    // The configuration is needed for the store unless given, and for the key unless given.
+    let loaded = if store.is_none() || public_key.is_none() {
+        Some(Config::load(config)?)
+    } else {
+        None
+    };
+    let store = match store {
+        Some(store) => store,
+        None => loaded
+            .as_ref()
+            .map(|c| c.recording.store.clone())
+            .context("no store")?,
+    };
+    let key = match (
+        public_key,
+        loaded
+            .as_ref()
+            .and_then(|c| c.recording.signing_key.as_deref()),
+    ) {
+        (Some(path), _) => Some(chain::load_public_key(path)?),
+        (None, Some(path)) => Some(SigningKey::load(path)?.verifying_key()),
+        (None, None) => None,
+    };
+    let session = match id {
+        Some(id) => Some(
+            sessions::events_of(&store, id)?
+                .first()
+                .map(|e| e.session_id)
+                .context("no events")?,
+        ),
+        None => None,
+    };
+    let path = store.join(tollgate::recording::store::EVENTS_FILE);
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let verification = chain::verify(
+        &text,
+        |s| session.is_none_or(|only| s == only),
+        key.as_ref(),
+    );
+    let mut problems = 0;
+    for report in &verification.sessions {
+        if report.problems.is_empty() {
+            println!(
+                "session {}: ok, {} events, {}",
+                report.session_id, report.events, report.seal
+            );
+        }
+        for problem in &report.problems {
+            println!("session {}: {problem}", report.session_id);
+            problems += 1;
+        }
+    }
+    for line in &verification.unreadable_lines {
+        eprintln!(
+            "tollgate: line {line} of {} is not an event (torn write after a crash?)",
+            path.display()
+        );
+    }
+    let tampered = verification
+        .sessions
+        .iter()
+        .filter(|r| !r.problems.is_empty())
+        .count();
+    anyhow::ensure!(
+        problems == 0,
+        "{problems} problem(s) in {tampered} of {} session(s): the recording was altered",
+        verification.sessions.len()
+    );
     Ok(())
 }

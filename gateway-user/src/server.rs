@@ -11,7 +11,7 @@ use crate::{
     config::{Config, InterceptionMode},
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
-    recording::{Recorder, StoreError},
+    recording::{KeyError, Recorder, SigningKey, StoreError},
     reload::LiveContext,
     session::{self, LoginContext, SessionContext, terminate::UpstreamTls},
     workers::Workers,
@@ -36,6 +36,9 @@ pub enum ServeError {
     /// The recording store failed.
     #[error(transparent)]
     Recording(#[from] StoreError),
+    /// The recording signing key could not be loaded.
+    #[error("recording.signing_key: {0}")]
+    SigningKey(#[from] KeyError),
     /// A target's upstream credential could not be loaded.
     #[error(transparent)]
     Credential(#[from] crate::auth::CredentialError),
@@ -142,11 +145,17 @@ pub async fn run(
         .filter_map(|l| l.local_addr().ok())
         .collect();
 
+    let signing_key = config
+        .recording
+        .signing_key
+        .as_deref()
+        .map(SigningKey::load)
+        .transpose()?;
     let interceptor = match config.interception.mode {
         InterceptionMode::Cgroup => Some(Interceptor::start(&config, &bound)?),
         InterceptionMode::Off => None,
     };
-    let recorder = Recorder::start(&config.recording.store);
+    let recorder = Recorder::start(&config.recording.store, signing_key);
     let (recorder, recorder_task) = match recorder {
         Ok(started) => started,
         Err(error) => {

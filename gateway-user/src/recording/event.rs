@@ -24,6 +24,22 @@ pub struct RecordedEvent {
     /// What happened.
     #[serde(flatten)]
     pub kind: EventKind,
+    /// 1-based position of the event in its session's hash chain (set by the writer; see
+    /// [`super::chain`]). Absent in events recorded before tamper evidence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_seq: Option<u64>,
+    /// Hex SHA-256 of the previous event of the session exactly as stored (its line without
+    /// the newline); 64 zeros for the first event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prev_hash: Option<String>,
+    /// `session.ended` only: hex SHA-256 of this line without its `chain_head` and `signature`
+    /// members, i.e. the head of the whole chain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chain_head: Option<String>,
+    /// `session.ended` only, when the gateway has a signing key: hex ed25519 signature over
+    /// [`super::chain::signed_message`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
 }
 
 /// What happened.
@@ -246,6 +262,10 @@ impl RecordedEvent {
             session_id,
             time: OffsetDateTime::now_utc(),
             kind,
+            chain_seq: None,
+            prev_hash: None,
+            chain_head: None,
+            signature: None,
         }
     }
 }

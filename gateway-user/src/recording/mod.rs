@@ -1,8 +1,10 @@
 //! Session recording: the events a session produces and where they go.
 //!
 //! Sessions hand events to a [`Recorder`] over a bounded channel; one writer task appends them
-//! to the embedded [`store::Store`]. The data path never writes to disk itself.
+//! to the embedded [`store::Store`], linking each into its session's hash chain on the way
+//! ([`chain`]). The data path never writes to disk itself.
 
+pub mod chain;
 pub mod event;
 pub mod store;
 
@@ -10,6 +12,7 @@ use std::path::Path;
 
 use tokio::{sync::mpsc, task::JoinHandle};
 
+pub use chain::{Chainer, KeyError, SigningKey};
 pub use event::{
     EndReason, EventKind, LocalInfile, LoginEvent, ProcessInfo, RecordedEvent, SessionEnded,
     SessionStarted, StatementError, StatementEvent,
@@ -34,9 +37,11 @@ pub struct RecorderTask {
 }
 
 impl Recorder {
-    /// Opens (creating when missing) the store at `dir` and starts the writer task.
-    pub fn start(dir: &Path) -> Result<(Self, RecorderTask), StoreError> {
+    /// Opens (creating when missing) the store at `dir` and starts the writer task, which
+    /// chains every event and signs each `session.ended` with `key` when given.
+    pub fn start(dir: &Path, key: Option<SigningKey>) -> Result<(Self, RecorderTask), StoreError> {
         let mut store = Store::open(dir)?;
+        let mut chainer = Chainer::new(key);
         let (sender, mut receiver) = mpsc::channel::<RecordedEvent>(QUEUE_DEPTH);
         let handle = tokio::task::spawn_blocking(move || {
             // Drain in batches: write everything queued, hand it to the kernel, then pause
@@ -44,9 +49,10 @@ impl Recorder {
             // one (a wake-up per statement costs more than the write itself).
             while let Some(first) = receiver.blocking_recv() {
                 let mut next = Some(first);
-                while let Some(event) = next {
+                while let Some(mut event) = next {
                     let durable = matches!(event.kind, EventKind::SessionEnded(_));
-                    if let Err(error) = store.append(&event, durable) {
+                    let line = chainer.link(&mut event)?;
+                    if let Err(error) = store.append_line(line, durable) {
                         tracing::error!(%error, session_id = %event.session_id, "recording store write failed");
                         return Err(error);
                     }

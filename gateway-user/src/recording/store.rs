@@ -105,7 +105,13 @@ impl Store {
 
     /// Appends one event; with `durable`, also waits until it is on stable storage.
     pub fn append(&mut self, event: &RecordedEvent, durable: bool) -> Result<(), StoreError> {
-        let mut line = serde_json::to_vec(event)?;
+        let line = serde_json::to_vec(event)?;
+        self.append_line(line, durable)
+    }
+
+    /// Appends one event already serialized (without the newline), as the chain hashed it;
+    /// with `durable`, also waits until it is on stable storage.
+    pub fn append_line(&mut self, mut line: Vec<u8>, durable: bool) -> Result<(), StoreError> {
         line.push(b'\n');
         self.file
             .write_all(&line)
