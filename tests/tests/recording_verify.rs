@@ -46,12 +46,11 @@ fn find(lines: &[String], kind: &str, sql: Option<&str>) -> usize {
         .expect("event in the store")
 }
 
-#[test]
-fn verify_passes_on_the_recorded_store_and_names_each_tampering() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// `tollgate keygen` into `dir/name.key` and `dir/name.pub`; returns their paths.
+fn keygen(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     let (key, public) = (
-        dir.path().join("signing.key"),
-        dir.path().join("signing.pub"),
+        dir.join(format!("{name}.key")),
+        dir.join(format!("{name}.pub")),
     );
     let keygen = run_capture(
         Command::new(tollgate_bin())
@@ -68,7 +67,12 @@ fn verify_passes_on_the_recorded_store_and_names_each_tampering() {
         64,
         "public key printed as hex: {printed}"
     );
+    (key, public)
+}
 
+/// Records one `mariadb` session through a gateway signing with `key`; returns the stopped
+/// gateway (its store and configuration stay until it is dropped).
+fn record_one_session(key: &Path) -> Gateway {
     let db = MariaDb::start(None, "127.0.0.1", free_port()).expect("start MariaDB");
     let gateway_port = free_port();
     let config = tollgate_tests::direct_config(gateway_port, "local", db.port, "").replace(
@@ -89,6 +93,14 @@ fn verify_passes_on_the_recorded_store_and_names_each_tampering() {
         .wait_for_log("session ended", Duration::from_secs(10))
         .expect("session ended");
     gateway.stop();
+    gateway
+}
+
+#[test]
+fn verify_passes_on_the_recorded_store_and_names_each_tampering() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (key, public) = keygen(dir.path(), "signing");
+    let gateway = record_one_session(&key);
 
     // Intact: exit 0, signed, with the configuration's own key as well as the public key.
     let intact = verify(&gateway.store, &public);
@@ -183,17 +195,7 @@ fn verify_passes_on_the_recorded_store_and_names_each_tampering() {
     );
 
     // A wrong public key: the signature does not verify.
-    let other_key = dir.path().join("other.key");
-    let other_public = dir.path().join("other.pub");
-    let other = run_capture(
-        Command::new(tollgate_bin())
-            .args(["keygen", "--out"])
-            .arg(&other_key)
-            .arg("--public-out")
-            .arg(&other_public),
-    )
-    .expect("second keygen");
-    assert!(other.status.success(), "{other:?}");
+    let (_, other_public) = keygen(dir.path(), "other");
     let wrong = verify(&gateway.store, &other_public);
     assert!(!wrong.status.success(), "{wrong:?}");
     assert!(stdout(&wrong).contains("bad signature"), "{wrong:?}");
