@@ -1,7 +1,7 @@
 //! `SIGHUP`: reload the policy and credentials without dropping live sessions.
 //!
 //! The configuration file is read again; when it is valid and changes nothing that needs a
-//! restart (listeners, interception, the recording store, the targets' names, addresses and
+//! restart (listeners, interception, the recording store and signing key, the targets' names, addresses and
 //! ports — the eBPF programs know targets by position), new sessions get the new identities,
 //! OIDC issuers, accounts (credentials loaded again: files, variables and commands), allow
 //! rules, TLS settings and limits. Live sessions keep what they started with. A bad file is
@@ -64,6 +64,9 @@ fn needs_no_restart(old: &Config, new: &Config) -> Result<(), String> {
     }
     if old.recording.store != new.recording.store {
         return Err("recording.store changed: restart the gateway to apply".into());
+    }
+    if old.recording.signing_key != new.recording.signing_key {
+        return Err("recording.signing_key changed: restart the gateway to apply".into());
     }
     let targets = |c: &Config| {
         c.targets

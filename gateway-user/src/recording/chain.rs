@@ -42,12 +42,12 @@ pub const MAX_OPEN_CHAINS: usize = 65_536;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The key file could not be read or written.
-    #[error("key file {path}: {source}")]
+    #[error("key file {path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (in the message, not chained, so it is printed once).
+        error: std::io::Error,
     },
     /// The signing key file is readable by group or others.
     #[error("signing key file {0}: must not be readable by group or others (chmod 600)")]
@@ -76,9 +76,9 @@ impl SigningKey {
     /// Reads the seed from `path`, refusing a file readable by group or others.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         use std::os::unix::fs::PermissionsExt as _;
-        let io = |source| KeyError::Io {
+        let io = |error| KeyError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let mode = std::fs::metadata(path).map_err(io)?.permissions().mode();
         if mode & 0o077 != 0 {
@@ -102,9 +102,9 @@ impl SigningKey {
     /// Writes the seed to a new file at `path` (mode 0600; never overwrites).
     pub fn write_new(&self, path: &Path) -> Result<(), KeyError> {
         use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
-        let io = |source| KeyError::Io {
+        let io = |error| KeyError::Io {
             path: path.to_owned(),
-            source,
+            error,
         };
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -135,9 +135,9 @@ pub fn load_public_key(path: &Path) -> Result<ed25519_dalek::VerifyingKey, KeyEr
         path: path.to_owned(),
         what: "expected an ed25519 public key: 64 hex digits or 32 raw bytes",
     };
-    let bytes = std::fs::read(path).map_err(|source| KeyError::Io {
+    let bytes = std::fs::read(path).map_err(|error| KeyError::Io {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let raw: [u8; 32] = if let Ok(raw) = bytes.as_slice().try_into() {
         raw
