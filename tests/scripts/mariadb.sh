@@ -29,7 +29,7 @@ esac
 
 PORT=${3:?usage: mariadb.sh start DIR PORT [BIND]}
 BIND=${4:-127.0.0.1}
-mkdir -p "$D/data" "$D/run" "$D/tls"
+mkdir -p "$D/data" "$D/run" "$D/tls" "$D/tmp"
 
 # TLS: a throwaway CA and a server certificate for 127.0.0.1/localhost (MariaDB 10.11 makes
 # none itself). Clients that verify use $D/tls/ca.pem.
@@ -49,6 +49,8 @@ user=$(id -un)
 datadir=$D/data
 socket=$D/run/mysqld.sock
 pid-file=$D/run/mysqld.pid
+# Own temporary directory: concurrent bootstraps sharing /tmp clash on temporary table names.
+tmpdir=$D/tmp
 port=$PORT
 bind-address=$BIND
 skip-name-resolve
