@@ -64,39 +64,24 @@ pub fn all() -> anyhow::Result<()> {
 
 /// `npm ci` of the node drivers in `tests/clients/node`, when not installed yet.
 fn node_clients() -> anyhow::Result<()> {
-    let dir = std::path::Path::new("tests/clients/node");
-    if dir.join("node_modules/mysql2/package.json").exists() {
-        return Ok(());
-    }
-    println!(
-        "==> installing node test clients (npm ci in {})",
-        dir.display()
-    );
-    cmd(
-        "npm",
-        &[
-            "ci",
-            "--prefix",
-            &dir.to_string_lossy(),
-            "--no-audit",
-            "--no-fund",
-            "--loglevel=error",
-        ],
-    )
-    .run()
-    .context("installing node mysql2 (needs node and npm on PATH)")
+    npm_ci("tests/clients/node", "mysql2", "node test clients")
 }
 
 /// `npm ci` of the test OIDC issuer (`oidc-provider`) in `tests/oidc`, when not installed yet.
 fn oidc_issuer() -> anyhow::Result<()> {
-    let dir = std::path::Path::new("tests/oidc");
-    if dir.join("node_modules/oidc-provider/package.json").exists() {
+    npm_ci("tests/oidc", "oidc-provider", "the test OIDC issuer")
+}
+
+/// `npm ci` in `dir` unless its `package` is installed already; `what` names it in messages.
+fn npm_ci(dir: &str, package: &str, what: &str) -> anyhow::Result<()> {
+    let dir = std::path::Path::new(dir);
+    if dir
+        .join(format!("node_modules/{package}/package.json"))
+        .exists()
+    {
         return Ok(());
     }
-    println!(
-        "==> installing the test OIDC issuer (npm ci in {})",
-        dir.display()
-    );
+    println!("==> installing {what} (npm ci in {})", dir.display());
     cmd(
         "npm",
         &[
@@ -109,7 +94,7 @@ fn oidc_issuer() -> anyhow::Result<()> {
         ],
     )
     .run()
-    .context("installing oidc-provider (needs node and npm on PATH)")
+    .with_context(|| format!("installing {what} (needs node and npm on PATH)"))
 }
 
 /// Oracle MySQL 9 in a Debian sid chroot (root only: chroot). About 1 GB, once per machine.

@@ -304,10 +304,7 @@ async fn apply_policy<'p>(
                 "Access denied for user '{}' (Tollgate: {denied})",
                 login.user
             );
-            let packet = ErrPacket::new(code, message).with_sql_state(state);
-            if client.write_packet(&packet.payload(true)).await.is_ok() {
-                let _ = client.flush().await;
-            }
+            send_err(client, &ErrPacket::new(code, message).with_sql_state(state)).await;
             Err(LoginError::Refused {
                 user: login.user.clone(),
                 reason: denied.to_string(),
@@ -489,9 +486,7 @@ async fn read_client(
 async fn tell_timeout(client: &mut Leg<ClientStream>, error: &LoginError) {
     if let LoginError::Timeout(_) = error {
         let packet = ErrPacket::new(1159, format!("Tollgate: {error}")).with_sql_state(*b"08S01");
-        if client.write_packet(&packet.payload(true)).await.is_ok() {
-            let _ = client.flush().await;
-        }
+        send_err(client, &packet).await;
     }
 }
 
@@ -749,7 +744,15 @@ pub(super) async fn upstream_authentication(
 
 /// Sends ERR 1045 (28000) to the client.
 async fn refuse(client: &mut Leg<ClientStream>, message: &str) {
-    let packet = ErrPacket::new(1045, message).with_sql_state(*b"28000");
+    send_err(
+        client,
+        &ErrPacket::new(1045, message).with_sql_state(*b"28000"),
+    )
+    .await;
+}
+
+/// Sends `packet` to the client as the next packet of the login exchange.
+async fn send_err(client: &mut Leg<ClientStream>, packet: &ErrPacket) {
     if client.write_packet(&packet.payload(true)).await.is_ok() {
         let _ = client.flush().await;
     }
