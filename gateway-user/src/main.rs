@@ -19,7 +19,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("tollgate: error: {error:#}");
+            // One write, so the line cannot interleave with a child's output (a browser that
+            // `tollgate login` started shares stderr).
+            let line = format!("tollgate: error: {error:#}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), line.as_bytes());
             ExitCode::FAILURE
         }
     }
