@@ -75,7 +75,7 @@ impl Denied {
 }
 
 /// A policy decision as recorded with the login (and logged).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Decision {
     /// Whether the identity may use the target.
     pub allowed: bool,

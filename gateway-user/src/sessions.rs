@@ -50,6 +50,7 @@ fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
             EventKind::SessionEnded(ended) => entry.ended = Some(ended),
             EventKind::Login(login) => entry.user = Some(login.user),
             EventKind::Statement(_) => entry.statements += 1,
+            EventKind::Gap(_) => {}
         }
     }
     sessions.into_values().collect()
@@ -136,6 +137,19 @@ pub fn render_session(events: &[RecordedEvent]) -> String {
                     st.command,
                     result,
                     st.sql.as_deref().unwrap_or("")
+                );
+            }
+            EventKind::Gap(g) => {
+                let _ = writeln!(
+                    out,
+                    "gap       {} event(s) lost ({} statement(s){}), {:?}",
+                    g.lost_events,
+                    g.lost_statements,
+                    g.first_seq
+                        .zip(g.last_seq)
+                        .map(|(first, last)| format!(" #{first}-#{last}"))
+                        .unwrap_or_default(),
+                    g.reason
                 );
             }
             EventKind::SessionEnded(e) => {

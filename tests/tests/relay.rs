@@ -116,7 +116,7 @@ fn direct_connection_reaches_the_fallback_target_and_is_recorded() {
         shown.contains("1 row(s)") && shown.contains("SELECT 6*7"),
         "{shown}"
     );
-    assert_eq!(events[0]["v"], 1);
+    assert_eq!(events[0]["v"], 2);
 }
 
 #[test]

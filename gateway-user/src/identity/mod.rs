@@ -18,7 +18,7 @@ use crate::{auth::IdentityTable, config::Config, recording::ProcessInfo};
 use oidc::{OidcVerifier, TokenError, UnverifiedToken};
 
 /// How an identity was proved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum IdentitySource {
     /// A password from the identity table (`[[identities]]`).
@@ -60,7 +60,7 @@ pub fn kernel_identity(config: &Config, process: &ProcessInfo) -> Option<Identit
 }
 
 /// A proved identity, recorded with the login (never with the credential that proved it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Identity {
     /// How it was proved.
     pub source: IdentitySource,

@@ -1,8 +1,8 @@
 //! MySQL wire protocol: framing ([`codec`]; the compressed protocol, zlib or zstd, in
 //! [`compression`]), the packets the gateway reads and the edits it makes ([`packets`]), the
-//! terminated login ([`handshake`]) and re-authentication
-//! ([`change_user`]), and the ERR packet it sends ([`ErrPacket`]). Pure except for
-//! [`codec::Leg`], which owns one socket.
+//! values of rows and statement parameters ([`values`]), the terminated login ([`handshake`])
+//! and re-authentication ([`change_user`]), and the ERR packet it sends ([`ErrPacket`]). Pure
+//! except for [`codec::Leg`], which owns one socket.
 
 pub mod attributes;
 pub mod change_user;
@@ -11,5 +11,6 @@ pub mod compression;
 mod err_packet;
 pub mod handshake;
 pub mod packets;
+pub mod values;
 
 pub use err_packet::{ErrPacket, error_code};

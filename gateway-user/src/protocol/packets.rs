@@ -62,6 +62,12 @@ impl<'a> Reader<'a> {
             .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
+    /// Little-endian u64.
+    pub fn u64(&mut self) -> Option<u64> {
+        self.take(8)
+            .map(|b| u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]))
+    }
+
     /// A length-encoded integer (`0xfb` is NULL and reads as `None`).
     pub fn lenenc(&mut self) -> Option<u64> {
         match self.u8()? {
@@ -209,6 +215,87 @@ pub fn column_name(definition: &[u8]) -> Option<String> {
     }
     r.lenenc_bytes()
         .map(|name| String::from_utf8_lossy(name).into_owned())
+}
+
+/// A column definition (protocol 41), borrowed from its packet. MariaDB's extended type
+/// information (a length-encoded string after `org_name`, when negotiated) is skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnDefinition<'a> {
+    /// The database of the table (`schema`).
+    pub schema: &'a [u8],
+    /// The table's alias in the query.
+    pub table: &'a [u8],
+    /// The table's own name.
+    pub org_table: &'a [u8],
+    /// The column's alias in the query.
+    pub name: &'a [u8],
+    /// The column's own name.
+    pub org_name: &'a [u8],
+    /// Character set (collation id; 63 is `binary`).
+    pub charset: u16,
+    /// Maximum length of the column's values.
+    pub length: u32,
+    /// Field type (`MYSQL_TYPE_*`).
+    pub column_type: u8,
+    /// Field flags (`NOT_NULL`, `UNSIGNED`, `BINARY` ...).
+    pub flags: u16,
+    /// Decimals (numbers) or fractional-second digits (times).
+    pub decimals: u8,
+}
+
+/// The fixed-length fields that end a column definition: their length (`0x0c`) and 12 bytes.
+const COLUMN_FIXED_FIELDS: usize = 13;
+
+/// Parses a column definition (protocol 41).
+#[must_use]
+pub fn parse_column_definition(definition: &[u8]) -> Option<ColumnDefinition<'_>> {
+    let mut r = Reader::new(definition);
+    r.lenenc_bytes()?; // catalog ("def")
+    let schema = r.lenenc_bytes()?;
+    let table = r.lenenc_bytes()?;
+    let org_table = r.lenenc_bytes()?;
+    let name = r.lenenc_bytes()?;
+    let org_name = r.lenenc_bytes()?;
+    // Without extended type information the fixed fields follow at once (COM_FIELD_LIST adds a
+    // default value after them); with it, a length-encoded string comes first.
+    let direct = r.rest().first() == Some(&0x0c) && r.rest().len() >= COLUMN_FIXED_FIELDS;
+    let mut fixed = r.clone();
+    if !(direct && fixed_fields_fit(&fixed)) {
+        fixed.lenenc_bytes()?;
+    }
+    if fixed.lenenc()? < 12 {
+        return None;
+    }
+    Some(ColumnDefinition {
+        schema,
+        table,
+        org_table,
+        name,
+        org_name,
+        charset: fixed.u16()?,
+        length: fixed.u32()?,
+        column_type: fixed.u8()?,
+        flags: fixed.u16()?,
+        decimals: fixed.u8()?,
+    })
+}
+
+/// True when `r` holds the fixed fields alone (optionally followed by a `COM_FIELD_LIST`
+/// default value), not an extended-type string before them.
+fn fixed_fields_fit(r: &Reader<'_>) -> bool {
+    let rest = r.rest();
+    match rest.len() {
+        COLUMN_FIXED_FIELDS => true,
+        // An extended type string of length 12 followed by the fixed fields is 26 bytes and
+        // ends with them; anything else longer is a field list's default value.
+        n if n > COLUMN_FIXED_FIELDS => {
+            let mut probe = r.clone();
+            !(probe.lenenc_bytes().is_some()
+                && probe.rest().len() == COLUMN_FIXED_FIELDS
+                && probe.rest().first() == Some(&0x0c))
+        }
+        _ => false,
+    }
 }
 
 /// The reply to `COM_STMT_PREPARE`: statement id and how many definitions follow.
@@ -514,6 +601,46 @@ mod tests {
     }
 
     #[test]
+    fn column_definitions_with_and_without_extended_type_info() {
+        let mut names = Vec::new();
+        for field in [&b"def"[..], b"demo", b"c", b"customers", b"e", b"email"] {
+            names.push(u8::try_from(field.len()).expect("short"));
+            names.extend_from_slice(field);
+        }
+        let mut fixed = vec![0x0c];
+        fixed.extend_from_slice(&45u16.to_le_bytes());
+        fixed.extend_from_slice(&400u32.to_le_bytes());
+        fixed.push(0xfd);
+        fixed.extend_from_slice(&0x1001u16.to_le_bytes());
+        fixed.extend_from_slice(&[0, 0, 0]);
+        let expected = ColumnDefinition {
+            schema: b"demo",
+            table: b"c",
+            org_table: b"customers",
+            name: b"e",
+            org_name: b"email",
+            charset: 45,
+            length: 400,
+            column_type: 0xfd,
+            flags: 0x1001,
+            decimals: 0,
+        };
+        let plain = [&names[..], &fixed].concat();
+        assert_eq!(parse_column_definition(&plain), Some(expected));
+        // MariaDB extended type info: empty, and a 12-byte one (as long as the fixed part).
+        let empty_ext = [&names[..], &[0], &fixed].concat();
+        assert_eq!(parse_column_definition(&empty_ext), Some(expected));
+        let long_ext = [&names[..], &[12], b"\x00\x04json\x01\x05abcd", &fixed].concat();
+        assert_eq!(parse_column_definition(&long_ext), Some(expected));
+        // COM_FIELD_LIST: a default value after the fixed part.
+        let field_list = [&plain[..], b"\x03abc"].concat();
+        assert_eq!(parse_column_definition(&field_list), Some(expected));
+        for len in 0..plain.len() {
+            assert_eq!(parse_column_definition(&plain[..len]), None, "cut at {len}");
+        }
+    }
+
+    #[test]
     fn lenenc_forms() {
         assert_eq!(Reader::new(&[0xfa]).lenenc(), Some(250));
         assert_eq!(Reader::new(&[0xfc, 0x01, 0x02]).lenenc(), Some(0x0201));
@@ -575,6 +702,7 @@ mod tests {
                 let _ = parse_eof(&bytes);
                 let _ = parse_err(&bytes);
                 let _ = column_name(&bytes);
+                let _ = parse_column_definition(&bytes);
                 let _ = parse_prepare_ok(&bytes);
                 let _ = is_row_terminator(&bytes, true);
                 let _ = requests_tls(&bytes);

@@ -649,6 +649,7 @@ mod tests {
                 warnings: 0,
                 error: None,
                 local_infile: None,
+                ..StatementEvent::default()
             }),
         )
     }

@@ -10,13 +10,16 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+mod capture;
 mod change_user;
+mod prepared;
 mod relay;
 mod response;
 mod stream;
 pub mod terminate;
 mod use_statement;
 
+pub use capture::RowCaps;
 pub use relay::{RelayEnd, command_name};
 pub use response::{Outcome, StatementRecord};
 
@@ -31,6 +34,7 @@ use crate::{
     recording::{
         EndReason, EventKind, LoginEvent, ProcessInfo, RecordedEvent, Recorder, SessionEnded,
         SessionStarted,
+        event::{TlsInfo, TlsLeg},
     },
     upstream::{self, DialError},
 };
@@ -149,6 +153,7 @@ pub async fn serve(
         original_destination,
         upstream: upstream_addr.to_string(),
         upstream_local_addr: None,
+        tls: None,
     };
 
     // 2. dial
@@ -183,12 +188,8 @@ pub async fn serve(
     };
     started_event.upstream_local_addr = server.local_addr().ok();
     log_started(&session_id, &started_event);
-    ctx.recorder
-        .record(RecordedEvent::now(
-            session_id,
-            EventKind::SessionStarted(started_event),
-        ))
-        .await;
+    // Recorded once the legs are set up, with their TLS; stamped now.
+    let started_record = RecordedEvent::now(session_id, EventKind::SessionStarted(started_event));
 
     // 3. login: terminated by the gateway for targets with a `login`, relayed otherwise
     let Some(mut relay) = login_phase(
@@ -197,7 +198,7 @@ pub async fn serve(
         server,
         target,
         process.as_ref(),
-        session_id,
+        started_record,
         started,
     )
     .await
@@ -222,26 +223,14 @@ pub async fn serve(
     record_end(&ctx, session_id, started, reason, detail, bytes).await;
 }
 
-/// Sets the relay up: after the gateway terminated the login (targets with a `login`), or
-/// ready to relay the client's own login. `None` when the terminated login failed (already
-/// recorded and told to the client).
-async fn login_phase<'c>(
-    ctx: &'c SessionContext,
-    client: TcpStream,
-    server: TcpStream,
-    target: &'c TargetConfig,
-    process: Option<&ProcessInfo>,
-    session_id: Uuid,
-    started: tokio::time::Instant,
-) -> Option<relay::Relay<'c>> {
-    let target_index = ctx
-        .config
-        .targets
-        .iter()
-        .position(|t| std::ptr::eq(t, target));
-    let policy = ctx
-        .logins
-        .as_ref()
+/// What terminating logins needs, and the policy of the target at `target_index`, when the
+/// gateway terminates logins for it.
+fn target_policy(
+    ctx: &SessionContext,
+    target_index: Option<usize>,
+) -> Option<(&LoginContext, &crate::policy::TargetPolicy)> {
+    ctx.logins
+        .as_deref()
         .zip(target_index)
         .and_then(|(logins, i)| {
             logins
@@ -249,8 +238,31 @@ async fn login_phase<'c>(
                 .get(i)
                 .and_then(Option::as_ref)
                 .map(|p| (logins, p))
-        });
-    let Some((logins, policy)) = policy else {
+        })
+}
+
+/// Sets the relay up: after the gateway terminated the login (targets with a `login`), or
+/// ready to relay the client's own login. `None` when the terminated login failed (already
+/// recorded and told to the client). Records `started_record` (`session.started`) first, with
+/// the TLS of the legs once known.
+async fn login_phase<'c>(
+    ctx: &'c SessionContext,
+    client: TcpStream,
+    server: TcpStream,
+    target: &'c TargetConfig,
+    process: Option<&ProcessInfo>,
+    started_record: RecordedEvent,
+    started: tokio::time::Instant,
+) -> Option<relay::Relay<'c>> {
+    let session_id = started_record.session_id;
+    let target_index = ctx
+        .config
+        .targets
+        .iter()
+        .position(|t| std::ptr::eq(t, target));
+    let Some((logins, policy)) = target_policy(ctx, target_index) else {
+        // The relay refuses TLS from clients and dials the database in plain TCP.
+        record_started(ctx, started_record, Some(TlsInfo::default())).await;
         let mut relay = relay::Relay::new(client, server, &ctx.recorder, session_id);
         relay.local_infile = target.local_infile;
         return Some(relay);
@@ -272,7 +284,8 @@ async fn login_phase<'c>(
     };
     let login = terminate::login(client, server, setup).await;
     match login {
-        Ok(login) => {
+        Ok(mut login) => {
+            record_started(ctx, started_record, Some(negotiated_tls(&mut login))).await;
             record_login(
                 ctx,
                 session_id,
@@ -300,6 +313,7 @@ async fn login_phase<'c>(
         }
         Err(error) => {
             tracing::warn!(%session_id, "{error}");
+            record_started(ctx, started_record, None).await;
             let refused = matches!(error, terminate::LoginError::Refused { .. });
             record_refused_login(ctx, session_id, &error).await;
             let reason = if refused {
@@ -319,6 +333,28 @@ async fn login_phase<'c>(
             None
         }
     }
+}
+
+/// What TLS the two legs of a terminated login negotiated.
+fn negotiated_tls(login: &mut terminate::Terminated<'_>) -> TlsInfo {
+    TlsInfo {
+        client: match login.client.stream_mut() {
+            stream::MaybeTls::Tls(tls) => TlsLeg::of(tls.get_ref().1),
+            stream::MaybeTls::Plain(_) => None,
+        },
+        upstream: match login.server.stream_mut() {
+            stream::MaybeTls::Tls(tls) => TlsLeg::of(tls.get_ref().1),
+            stream::MaybeTls::Plain(_) => None,
+        },
+    }
+}
+
+/// Records `session.started` (`event`), with the TLS of the legs when known.
+async fn record_started(ctx: &SessionContext, mut event: RecordedEvent, tls: Option<TlsInfo>) {
+    if let EventKind::SessionStarted(started) = &mut event.kind {
+        started.tls = tls;
+    }
+    ctx.recorder.record(event).await;
 }
 
 /// Records a login the gateway refused (bad credentials, no TLS, the policy).

@@ -12,14 +12,14 @@
 //! caching; `LOCAL INFILE` is taken out of the client's request unless the target allows it
 //! (`local_infile`).
 
-use std::collections::HashMap;
-
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::{
+    capture::RowCaps,
+    prepared::PreparedStatements,
     response::{Outcome, StatementRecord},
     stream::{ClientStream, UpstreamStream},
     terminate::{Reauthentication, Terminated},
@@ -52,9 +52,6 @@ pub(super) fn stripped_capabilities(local_infile: bool) -> CapabilityFlags {
         stripped
     }
 }
-
-/// Most prepared statements remembered per session (for the SQL text of executes).
-const MAX_PREPARED: usize = 10_000;
 
 /// Command bytes.
 mod com {
@@ -165,8 +162,14 @@ pub struct Relay<'r> {
     pub(super) recorder: &'r Recorder,
     pub(super) session_id: Uuid,
     statements: u64,
-    /// SQL text of prepared statements, by statement id.
-    prepared: HashMap<u32, String>,
+    /// What the recording needs of prepared statements (SQL text, parameter types, long data,
+    /// result columns), by statement id.
+    prepared: PreparedStatements,
+    /// The session's current database (the login's, then each successful `COM_INIT_DB`,
+    /// `USE` or `COM_CHANGE_USER`), recorded with every statement.
+    database: Option<String>,
+    /// How many rows of each statement's response are recorded.
+    pub(super) row_caps: RowCaps,
     /// True when the gateway already terminated the login (no handshake to relay).
     logged_in: bool,
     /// For a terminated login: what `COM_CHANGE_USER` needs.
@@ -199,7 +202,9 @@ impl<'r> Relay<'r> {
             recorder,
             session_id,
             statements: 0,
-            prepared: HashMap::new(),
+            prepared: PreparedStatements::default(),
+            database: None,
+            row_caps: RowCaps::default(),
             logged_in: false,
             reauthentication: None,
             failed_reauthentications: 0,
@@ -219,7 +224,9 @@ impl<'r> Relay<'r> {
             recorder,
             session_id,
             statements: 0,
-            prepared: HashMap::new(),
+            prepared: PreparedStatements::default(),
+            database: login.database,
+            row_caps: RowCaps::default(),
             logged_in: true,
             reauthentication: Some(login.reauthentication),
             failed_reauthentications: 0,
@@ -378,6 +385,9 @@ impl<'r> Relay<'r> {
             .map_err(RelayError::Upstream)?;
         self.server.flush().await.map_err(RelayError::Upstream)?;
         let refused = self.authentication().await?;
+        if refused.is_none() {
+            self.database.clone_from(&login.database);
+        }
         tracing::info!(
             session_id = %self.session_id,
             user = %login.user,
@@ -474,7 +484,13 @@ impl<'r> Relay<'r> {
             }
             let started = time::OffsetDateTime::now_utc();
             let clock = tokio::time::Instant::now();
-            let mut record = StatementRecord::new(kind, &command, &self.prepared);
+            let mut record = StatementRecord::new(
+                kind,
+                &command,
+                &mut self.prepared,
+                self.database.clone(),
+                self.row_caps,
+            );
             match kind {
                 com::BINLOG_DUMP
                 | com::BINLOG_DUMP_GTID
@@ -513,6 +529,7 @@ impl<'r> Relay<'r> {
                 }
             }
             self.remember_prepared(kind, &command, &record.outcome);
+            self.track_database(kind, &command, &record.outcome);
             self.statements += 1;
             record.finish(self.statements, started, clock.elapsed());
             self.recorder
@@ -580,23 +597,70 @@ impl<'r> Relay<'r> {
         })
     }
 
-    /// Tracks prepared statement ids, so executes are recorded with their SQL text.
+    /// Tracks prepared statements, so executes are recorded with their SQL text and
+    /// parameters, and fetched rows with their columns.
     fn remember_prepared(&mut self, kind: u8, command: &[u8], outcome: &Outcome) {
+        let statement = || {
+            packets::Reader::new(command.get(1..).unwrap_or_default())
+                .u32()
+                .map(|id| self.prepared.resolve(id))
+        };
         match kind {
             com::STMT_PREPARE => {
-                if let Some(id) = outcome.statement_id
-                    && self.prepared.len() < MAX_PREPARED
-                {
-                    let sql = String::from_utf8_lossy(command.get(1..).unwrap_or_default());
-                    self.prepared.insert(id, sql.into_owned());
+                if let Some(id) = outcome.statement_id {
+                    let columns = (outcome.capture.columns(), outcome.capture.column_count());
+                    let sql = command.get(1..).unwrap_or_default();
+                    self.prepared.prepared(id, sql, outcome.params, columns);
+                }
+            }
+            com::STMT_EXECUTE if outcome.cursor => {
+                if let Some(id) = statement() {
+                    let capture = &outcome.capture;
+                    self.prepared
+                        .cursor(id, capture.columns(), capture.column_count());
                 }
             }
             com::STMT_CLOSE => {
-                if let Some(id) = packets::Reader::new(command.get(1..).unwrap_or_default()).u32() {
-                    self.prepared.remove(&id);
+                if let Some(id) = statement() {
+                    self.prepared.close(id);
+                }
+            }
+            com::STMT_RESET => {
+                if let Some(id) = statement() {
+                    self.prepared.reset(id);
                 }
             }
             com::RESET_CONNECTION => self.prepared.clear(),
+            _ => {}
+        }
+    }
+
+    /// Follows the session's current database: a successful `COM_INIT_DB`, `USE` (the last
+    /// of a multi-statement query; a failed query changes nothing, although a `USE` before
+    /// its failing statement did switch), or `COM_CHANGE_USER` (which sets the database it
+    /// names, or none).
+    fn track_database(&mut self, kind: u8, command: &[u8], outcome: &Outcome) {
+        if outcome.error.is_some() {
+            return;
+        }
+        let body = command.get(1..).unwrap_or_default();
+        match kind {
+            com::INIT_DB => self.database = Some(String::from_utf8_lossy(body).into_owned()),
+            com::QUERY => {
+                if let Some(database) = super::use_statement::used_databases(body).pop() {
+                    self.database = Some(database);
+                }
+            }
+            com::CHANGE_USER => {
+                let capabilities = self
+                    .reauthentication
+                    .as_ref()
+                    .map_or(CapabilityFlags::CLIENT_SECURE_CONNECTION.bits(), |r| {
+                        r.client_capabilities
+                    });
+                self.database = crate::protocol::change_user::parse(command, capabilities)
+                    .and_then(|request| request.database);
+            }
             _ => {}
         }
     }

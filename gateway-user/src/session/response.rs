@@ -1,25 +1,32 @@
 //! Following the database's response to one command, packet by packet, while forwarding it:
 //! result sets (text and binary, several per command), prepared-statement metadata, fetched
 //! rows, field lists and single OK/ERR replies. What is learnt becomes the statement's
-//! [`Outcome`], recorded as a `statement` event.
+//! [`Outcome`], recorded as a `statement` event: counts, and (through [`Capture`]) the column
+//! definitions and first rows of each result set.
+//!
+//! Rows pass one phase on their way to the client, [`Relay::mask_row`], where masking will
+//! rewrite values (a later stage): the row it returns is both forwarded and recorded, so the
+//! recording only ever holds what the client received.
 
-use std::{collections::HashMap, time::Duration};
+use std::time::Duration;
 
 use time::OffsetDateTime;
 
-use super::relay::{Relay, RelayError, command_name};
+use super::{
+    capture::{Capture, ColumnInfo, MAX_RECORDED_COLUMNS, RowCaps},
+    prepared::{BoundParams, PreparedStatements},
+    relay::{Relay, RelayError, command_name},
+};
 use crate::{
     protocol::packets::{self, ErrInfo, OkInfo},
     recording::{LocalInfile, StatementError, StatementEvent},
 };
 
-/// Column names recorded per statement at most (the rest are counted only).
-const MAX_RECORDED_COLUMNS: usize = 256;
 /// SQL text recorded per statement at most, in bytes.
 const MAX_RECORDED_SQL: usize = 64 * 1024;
 
 /// What the database answered to one command.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Outcome {
     /// Result sets returned.
     pub result_sets: u32,
@@ -39,8 +46,14 @@ pub struct Outcome {
     pub error: Option<ErrInfo>,
     /// Statement id, for `COM_STMT_PREPARE`.
     pub statement_id: Option<u32>,
+    /// Parameters the statement takes, for `COM_STMT_PREPARE`.
+    pub params: u16,
+    /// True when a `COM_STMT_EXECUTE` opened a cursor (its rows come with `COM_STMT_FETCH`).
+    pub cursor: bool,
     /// The client file sent for `LOAD DATA LOCAL INFILE`.
     pub local_infile: Option<LocalInfile>,
+    /// Column definitions and rows as recorded.
+    pub capture: Capture,
 }
 
 impl Outcome {
@@ -73,6 +86,8 @@ pub struct StatementRecord {
     command: u8,
     sql: Option<String>,
     statement_id: Option<u32>,
+    database: Option<String>,
+    params: BoundParams,
     seq: u64,
     started_at: Option<OffsetDateTime>,
     duration: Duration,
@@ -82,17 +97,46 @@ pub struct StatementRecord {
 
 impl StatementRecord {
     /// Reads what is recordable of a command packet: SQL text for queries and prepares, the
-    /// statement id (and the SQL it was prepared from) for executes.
+    /// statement id (and the SQL it was prepared from) for statement commands, the bound
+    /// parameters of executes. Long data and executes update what `prepared` remembers, as
+    /// they do on the server. `database` is the session's current database, `caps` bound
+    /// the rows recorded.
     #[must_use]
-    pub fn new(command: u8, packet: &[u8], prepared: &HashMap<u32, String>) -> Self {
+    pub fn new(
+        command: u8,
+        packet: &[u8],
+        prepared: &mut PreparedStatements,
+        database: Option<String>,
+        caps: RowCaps,
+    ) -> Self {
         let body = packet.get(1..).unwrap_or_default();
         let text = || Some(truncated_text(body));
+        let statement = || {
+            packets::Reader::new(body)
+                .u32()
+                .map(|id| prepared.resolve(id))
+        };
+        let binary = matches!(command, 0x17 | 0x1c);
+        let mut outcome = Outcome {
+            capture: Capture::new(caps, binary),
+            ..Outcome::default()
+        };
+        let mut params = BoundParams::default();
         let (sql, statement_id) = match command {
             // query, prepare: the SQL; init_db, field_list: the database or table name.
             0x03 | 0x16 | 0x02 | 0x04 => (text(), None),
             0x17 | 0x18 | 0x19 | 0x1a | 0x1c => {
-                let id = packets::Reader::new(body).u32();
-                (id.and_then(|id| prepared.get(&id).cloned()), id)
+                let id = statement();
+                match command {
+                    0x17 => params = prepared.execute(packet),
+                    0x18 => prepared.long_data(packet),
+                    0x1c => outcome
+                        .capture
+                        .fetched(id.and_then(|id| prepared.columns(id))),
+                    _ => {}
+                }
+                let sql = id.and_then(|id| prepared.sql(id)).map(str::to_owned);
+                (sql, id)
             }
             _ => (None, None),
         };
@@ -100,10 +144,12 @@ impl StatementRecord {
             command,
             sql,
             statement_id,
+            database,
+            params,
             seq: 0,
             started_at: None,
             duration: Duration::ZERO,
-            outcome: Outcome::default(),
+            outcome,
         }
     }
 
@@ -118,17 +164,29 @@ impl StatementRecord {
     #[must_use]
     pub fn into_event(self) -> StatementEvent {
         let outcome = self.outcome;
+        let started_at = self.started_at.unwrap_or_else(OffsetDateTime::now_utc);
+        let started_at_ns = u64::try_from(started_at.unix_timestamp_nanos()).unwrap_or(0);
+        let duration_ns = u64::try_from(self.duration.as_nanos()).unwrap_or(u64::MAX);
         StatementEvent {
             seq: self.seq,
             command: command_name(self.command).to_owned(),
             sql: self.sql,
             statement_id: self.statement_id.or(outcome.statement_id),
-            started_at: self.started_at.unwrap_or_else(OffsetDateTime::now_utc),
+            database: self.database,
+            started_at,
+            started_at_ns,
+            ended_at_ns: started_at_ns.saturating_add(duration_ns),
+            duration_ns,
             duration_us: u64::try_from(self.duration.as_micros()).unwrap_or(u64::MAX),
+            params: self.params.params,
+            params_truncated: self.params.truncated,
             result_sets: outcome.result_sets,
             columns: outcome.columns,
             column_count: outcome.column_count,
+            result: outcome.capture.result,
             rows: outcome.rows,
+            row_bytes: outcome.capture.row_bytes,
+            rows_truncated: outcome.capture.rows_truncated,
             affected_rows: outcome.affected_rows,
             last_insert_id: outcome.last_insert_id,
             warnings: outcome.warnings,
@@ -185,6 +243,7 @@ impl Relay<'_> {
                 RelayError::UpstreamProtocol("malformed result set header".into())
             })?;
             outcome.result_sets += 1;
+            outcome.capture.result_set(columns);
             self.column_definitions(columns, outcome).await?;
             if !self.deprecate_eof {
                 let eof = self.server_packet().await?;
@@ -194,6 +253,7 @@ impl Relay<'_> {
                 })?;
                 if info.cursor_exists() {
                     // A cursor was opened: rows come with COM_STMT_FETCH.
+                    outcome.cursor = true;
                     if info.more_results() {
                         continue;
                     }
@@ -233,24 +293,42 @@ impl Relay<'_> {
         Ok(())
     }
 
-    /// Rows until a terminator (or an ERR); true when another result set follows.
+    /// Rows until a terminator (or an ERR); true when another result set follows. Each row
+    /// passes [`Self::mask_row`] before it is forwarded and recorded.
     pub(super) async fn rows(&mut self, outcome: &mut Outcome) -> Result<bool, RelayError> {
         loop {
             let row = self.server_packet().await?;
-            self.forward(&row).await?;
             if row.first() == Some(&0xff) {
+                self.forward(&row).await?;
                 if let Some(error) = packets::parse_err(&row) {
                     outcome.error(error);
                 }
                 return Ok(false);
             }
             if packets::is_row_terminator(&row, self.deprecate_eof) {
+                self.forward(&row).await?;
                 let info = packets::terminator_info(&row, self.deprecate_eof);
                 outcome.ok(info);
                 return Ok(info.more_results());
             }
+            let row = self.mask_row(outcome.capture.columns(), row);
+            self.forward(&row).await?;
             outcome.rows += 1;
+            outcome.capture.row(&row);
         }
+    }
+
+    /// The masking phase: runs on every row of every result set, before the row is forwarded
+    /// and recorded, with the decoding information of the result set's columns; returns the
+    /// row the client gets (and the recording keeps). Masking by policy is a later stage:
+    /// today every row passes unchanged.
+    #[expect(
+        clippy::unused_self,
+        reason = "the phase will read the session's masking policy"
+    )]
+    fn mask_row(&self, columns: &[ColumnInfo], row: Vec<u8>) -> Vec<u8> {
+        let _ = columns;
+        row
     }
 
     async fn column_definitions(
@@ -267,6 +345,7 @@ impl Relay<'_> {
                     .columns
                     .push(packets::column_name(&definition).unwrap_or_default());
             }
+            outcome.capture.column_definition(&definition);
         }
         Ok(())
     }
@@ -287,11 +366,17 @@ impl Relay<'_> {
         let ok = packets::parse_prepare_ok(&first)
             .ok_or_else(|| RelayError::UpstreamProtocol("malformed prepare response".into()))?;
         outcome.statement_id = Some(ok.statement_id);
+        outcome.params = ok.params;
         outcome.warnings += u64::from(ok.warnings);
-        for count in [ok.params, ok.columns] {
+        // The result columns are remembered (for rows fetched from a cursor), not recorded.
+        outcome.capture.describe(u64::from(ok.columns));
+        for (count, columns) in [(ok.params, false), (ok.columns, true)] {
             for _ in 0..count {
                 let definition = self.server_packet().await?;
                 self.forward(&definition).await?;
+                if columns {
+                    outcome.capture.column_definition(&definition);
+                }
             }
             if count > 0 && !self.deprecate_eof {
                 let eof = self.server_packet().await?;
