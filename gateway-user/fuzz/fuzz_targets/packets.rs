@@ -3,13 +3,14 @@
 
 use libfuzzer_sys::fuzz_target;
 use mysql_common::constants::CapabilityFlags;
-use tollgate::protocol::{attributes::Attributes, change_user, handshake, packets};
+use tollgate::protocol::{attributes::Attributes, change_user, handshake, packets, values};
 
 fuzz_target!(|data: &[u8]| {
     let _ = packets::parse_ok(data);
     let _ = packets::parse_eof(data);
     let _ = packets::parse_err(data);
     let _ = packets::column_name(data);
+    let _ = packets::parse_column_definition(data);
     let _ = packets::parse_prepare_ok(data);
     let _ = packets::is_row_terminator(data, false);
     let _ = packets::requests_tls(data);
@@ -25,6 +26,17 @@ fuzz_target!(|data: &[u8]| {
         .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
     let _ = change_user::parse(data, caps);
     let _ = Attributes::decode(data);
+    // Rows and statement parameters, as the recording decodes them: the first byte picks the
+    // column type, the second the parameter count.
+    let column_type = data.first().copied().unwrap_or(0);
+    let _ = values::text_row(data, 16);
+    let _ = values::binary_row(data, 16, &[(column_type, false); 16]);
+    let _ = values::parse_long_data(data);
+    let params = u16::from(data.get(1).copied().unwrap_or(0));
+    if let Some(execute) = values::parse_execute(data, params) {
+        let types = execute.types(64).unwrap_or_default();
+        let _ = execute.params(&types, |p| p % 2 == 1);
+    }
     if let Some(login) = handshake::parse_client_login(data) {
         // Whatever a client sent, the response built from it parses back.
         let greeting = handshake::ServerGreeting {
