@@ -13,10 +13,14 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+mod recording;
+
+pub use recording::{
+    DEFAULT_STORE, FsyncPolicy, KafkaCompression, KafkaConfig, RecordingConfig, RecordingFailure,
+};
+
 /// Default cgroup that Tollgate creates and steers (cgroup v2, as mounted on hybrid hosts).
 pub const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/unified/tollgate";
-/// Default directory of the embedded recording store.
-pub const DEFAULT_STORE: &str = "/var/lib/tollgate/recordings";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -33,6 +37,9 @@ pub struct Config {
     /// Connection limits and timeouts.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// The Prometheus metrics endpoint.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
     /// The protected databases. A connect to one of them from the managed cgroup lands in the
     /// gateway.
     pub targets: Vec<TargetConfig>,
@@ -276,31 +283,13 @@ fn default_cgroup() -> PathBuf {
     PathBuf::from(DEFAULT_CGROUP)
 }
 
-/// `[recording]`
-#[derive(Debug, Clone, Deserialize)]
+/// `[metrics]`
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RecordingConfig {
-    /// Directory of the embedded recording store (created when missing).
-    #[serde(default = "default_store")]
-    pub store: PathBuf,
-    /// The gateway's ed25519 signing key (a raw 32-byte seed, mode 0600, made by
-    /// `tollgate keygen`): each `session.ended` carries its chain head signed with it. Without
-    /// one the events are still hash-chained, but unsigned.
+pub struct MetricsConfig {
+    /// Where `GET /metrics` is served (Prometheus text format); off when absent.
     #[serde(default)]
-    pub signing_key: Option<PathBuf>,
-}
-
-impl Default for RecordingConfig {
-    fn default() -> Self {
-        Self {
-            store: default_store(),
-            signing_key: None,
-        }
-    }
-}
-
-fn default_store() -> PathBuf {
-    PathBuf::from(DEFAULT_STORE)
+    pub listen: Option<SocketAddr>,
 }
 
 /// `[limits]`
@@ -385,6 +374,14 @@ pub struct TargetConfig {
     /// database refuses the statement.
     #[serde(default)]
     pub local_infile: bool,
+    /// A compliance target: its sessions must be recorded, so by default it fails closed when
+    /// events cannot be recorded.
+    #[serde(default)]
+    pub compliance: bool,
+    /// What the target's sessions do when events cannot be recorded; by default fail-closed
+    /// for compliance targets and fail-open for the others.
+    #[serde(default)]
+    pub on_recording_failure: Option<RecordingFailure>,
 }
 
 /// Whether the gateway's connection to a database uses TLS.
@@ -434,6 +431,16 @@ impl Default for UpstreamTlsConfig {
 }
 
 impl TargetConfig {
+    /// What the target's sessions do when events cannot be recorded.
+    #[must_use]
+    pub fn recording_failure(&self) -> RecordingFailure {
+        self.on_recording_failure.unwrap_or(if self.compliance {
+            RecordingFailure::FailClosed
+        } else {
+            RecordingFailure::FailOpen
+        })
+    }
+
     /// True when the gateway terminates logins for this target (it holds an account).
     #[must_use]
     pub fn terminates(&self) -> bool {
@@ -963,6 +970,38 @@ port = 3306
 
     fn parse(text: &str) -> Result<Config, String> {
         Config::parse(text, Path::new("tollgate.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn recording_sinks_and_failure_policies() {
+        let config = parse(&format!(
+            "{GOOD}compliance = true\n[[targets]]\nname = \"dev\"\naddress = \"198.18.1.0/24\"\n\
+             port = 3306\n[[targets]]\nname = \"audit\"\naddress = \"198.18.2.0/24\"\n\
+             port = 3306\ncompliance = true\non_recording_failure = \"fail-open\"\n\
+             [recording.kafka]\nbrokers = \"198.18.0.9:9092\"\ntopic = \"t\"\n\
+             compression = \"lz4\"\n[recording.kafka.client]\n\"security.protocol\" = \"ssl\"\n"
+        ))
+        .expect("config");
+        let failures: Vec<RecordingFailure> = config
+            .targets
+            .iter()
+            .map(TargetConfig::recording_failure)
+            .collect();
+        assert_eq!(
+            failures,
+            [
+                RecordingFailure::FailClosed,
+                RecordingFailure::FailOpen,
+                RecordingFailure::FailOpen
+            ]
+        );
+        let kafka = config.recording.kafka.expect("kafka");
+        assert_eq!(kafka.compression, KafkaCompression::Lz4);
+        assert_eq!(kafka.spool_max_bytes, 1 << 30);
+        assert_eq!(config.recording.fsync, FsyncPolicy::Interval);
+        let error = parse(&GOOD.replace("[recording]\n", "[recording]\nfsync = \"sometimes\"\n"))
+            .expect_err("an unknown fsync policy");
+        assert!(error.contains("fsync"), "{error}");
     }
 
     #[test]

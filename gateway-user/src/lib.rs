@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod identity;
 pub mod intercept;
+pub mod metrics;
 pub mod policy;
 pub mod protocol;
 pub mod recording;

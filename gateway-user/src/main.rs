@@ -221,9 +221,12 @@ fn verify_sessions(
         ),
         None => None,
     };
-    let path = store.join(tollgate::recording::store::EVENTS_FILE);
-    let text =
-        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let mut text = Vec::new();
+    for line in Store::read_lines(&store)? {
+        text.extend_from_slice(&line);
+        text.push(b'\n');
+    }
+    let text = String::from_utf8_lossy(&text);
     let verification = chain::verify(
         &text,
         |s| session.is_none_or(|only| s == only),
@@ -244,8 +247,8 @@ fn verify_sessions(
     }
     for line in &verification.unreadable_lines {
         eprintln!(
-            "tollgate: line {line} of {} is not an event (torn write after a crash?)",
-            path.display()
+            "tollgate: event {line} of {} is not an event (torn write after a crash?)",
+            store.display()
         );
     }
     let tampered = verification

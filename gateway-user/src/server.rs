@@ -11,7 +11,7 @@ use crate::{
     config::{Config, InterceptionMode},
     intercept::{InterceptError, Interceptor},
     protocol::{ErrPacket, error_code},
-    recording::{KeyError, Recorder, SigningKey, StoreError},
+    recording::{KeyError, Recorder, RecorderError, SigningKey, StoreError},
     reload::LiveContext,
     session::{self, LoginContext, SessionContext, terminate::UpstreamTls},
     workers::Workers,
@@ -36,6 +36,17 @@ pub enum ServeError {
     /// The recording store failed.
     #[error(transparent)]
     Recording(#[from] StoreError),
+    /// The recorder could not start (store, Kafka sink).
+    #[error(transparent)]
+    Recorder(#[from] RecorderError),
+    /// The metrics endpoint could not be bound.
+    #[error("metrics.listen {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: SocketAddr,
+        /// The bind error.
+        source: std::io::Error,
+    },
     /// The recording signing key could not be loaded.
     #[error("recording.signing_key: {0}")]
     SigningKey(#[from] KeyError),
@@ -155,7 +166,7 @@ pub async fn run(
         InterceptionMode::Cgroup => Some(Interceptor::start(&config, &bound)?),
         InterceptionMode::Off => None,
     };
-    let recorder = Recorder::start(&config.recording.store, signing_key);
+    let recorder = Recorder::start(&config.recording, signing_key);
     let (recorder, recorder_task) = match recorder {
         Ok(started) => started,
         Err(error) => {
@@ -166,6 +177,7 @@ pub async fn run(
         }
     };
 
+    start_metrics(&config, &recorder, &shutdown).await?;
     let abort = CancellationToken::new();
     let ctx = SessionContext {
         config: Arc::clone(&config),
@@ -223,6 +235,21 @@ pub async fn run(
     recorder_task.finish().await?;
     tracing::info!("tollgate stopped");
     Ok(())
+}
+
+/// Starts the metrics endpoint when configured (it stops at `shutdown`).
+async fn start_metrics(
+    config: &Config,
+    recorder: &Recorder,
+    shutdown: &CancellationToken,
+) -> Result<(), ServeError> {
+    let Some(addr) = config.metrics.listen else {
+        return Ok(());
+    };
+    crate::metrics::serve(addr, recorder.health(), shutdown.clone())
+        .await
+        .map(drop)
+        .map_err(|source| ServeError::Metrics { addr, source })
 }
 
 async fn accept_loop(

@@ -480,10 +480,28 @@ impl Gateway {
             config.replace("{store}", &store.to_string_lossy()),
         )?;
         let log_path = dir.path().join("gateway.log");
-        let log = fs::File::create(&log_path)?;
+        let mut gateway = Self {
+            child: None,
+            log_path,
+            config_path,
+            store,
+            _dir: dir,
+        };
+        gateway.spawn(netns, env)?;
+        Ok(gateway)
+    }
+
+    /// Starts `tollgate serve` with the gateway's configuration (its log appended to) and
+    /// waits until it logs "tollgate ready" once more than before.
+    fn spawn(&mut self, netns: Option<&Netns>, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let ready_before = self.log_messages("tollgate ready").len();
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
         let child = command_in(netns, tollgate_bin())
             .args(["--log-format", "json", "serve", "--config"])
-            .arg(&config_path)
+            .arg(&self.config_path)
             .env("TOLLGATE_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -491,15 +509,42 @@ impl Gateway {
             .stderr(log)
             .spawn()
             .context("starting tollgate serve")?;
-        let mut gateway = Self {
-            child: Some(child),
-            log_path,
-            config_path,
-            store,
-            _dir: dir,
-        };
-        gateway.wait_for_log("tollgate ready", Duration::from_secs(20))?;
-        Ok(gateway)
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while self.log_messages("tollgate ready").len() <= ready_before {
+            if !self.is_running() {
+                bail!("the gateway exited:\n{}", self.log_text());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "gateway did not log \"tollgate ready\":\n{}",
+                    self.log_text()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        Ok(())
+    }
+
+    /// True while the gateway process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// Kills the gateway with SIGKILL (no drain, no clean shutdown) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the gateway again, stopped or killed, with the same configuration and store.
+    pub fn restart(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn(None, env)
     }
 
     /// Every JSON log line so far.
@@ -570,8 +615,7 @@ impl Gateway {
     /// Every recorded event (JSON) in the store.
     #[must_use]
     pub fn recorded_events(&self) -> Vec<Value> {
-        fs::read_to_string(self.store.join("events.jsonl"))
-            .unwrap_or_default()
+        store_text(&self.store)
             .lines()
             .filter_map(|line| serde_json::from_str(line).ok())
             .collect()
@@ -596,13 +640,39 @@ impl Gateway {
     }
 }
 
+/// The recording store at `dir` as text: its event lines in write order (the legacy
+/// `events.jsonl`, then the segment files `<20-digit position>.jsonl` in order).
+#[must_use]
+pub fn store_text(dir: &Path) -> String {
+    let mut segments: Vec<PathBuf> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|entry| entry.path())
+                .filter(|path| {
+                    path.file_name()
+                        .and_then(|n| n.to_str())
+                        .and_then(|n| n.strip_suffix(".jsonl"))
+                        .is_some_and(|digits| {
+                            digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit())
+                        })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    segments.sort();
+    std::iter::once(dir.join("events.jsonl"))
+        .chain(segments)
+        .filter_map(|path| fs::read_to_string(path).ok())
+        .collect()
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.stop();
         // Suite-wide: no secret a test handed out is in this gateway's log or recording.
         if !std::thread::panicking() {
-            let text = self.log_text()
-                + &fs::read_to_string(self.store.join("events.jsonl")).unwrap_or_default();
+            let text = self.log_text() + &store_text(&self.store);
             if let Some(secret) = leaked_secret(&text) {
                 panic!(
                     "a secret ({}...) is in the gateway's log or recording ({})",

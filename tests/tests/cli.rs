@@ -105,7 +105,7 @@ fn sessions_list_on_a_missing_store_is_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("recording store /nonexistent/rec/events.jsonl"),
+        stderr.contains("recording store /nonexistent/rec: no recording here"),
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"));

@@ -23,11 +23,15 @@ fn verify(store: &Path, public: &Path) -> Output {
     .expect("run tollgate sessions verify")
 }
 
-/// Writes `lines` as the event log of a fresh store directory under `dir`.
+/// Writes `lines` as the only segment of a fresh store directory under `dir`.
 fn tampered_store(dir: &Path, name: &str, lines: &[String]) -> PathBuf {
     let store = dir.join(name);
     std::fs::create_dir(&store).expect("create store copy");
-    std::fs::write(store.join("events.jsonl"), lines.join("\n") + "\n").expect("write copy");
+    std::fs::write(
+        store.join("00000000000000000000.jsonl"),
+        lines.join("\n") + "\n",
+    )
+    .expect("write copy");
     store
 }
 
@@ -117,8 +121,7 @@ fn verify_passes_on_the_recorded_store_and_names_each_tampering() {
     .expect("verify with the configured key");
     assert!(with_config.status.success(), "{with_config:?}");
 
-    let lines: Vec<String> = std::fs::read_to_string(gateway.store.join("events.jsonl"))
-        .expect("read the store")
+    let lines: Vec<String> = tollgate_tests::store_text(&gateway.store)
         .lines()
         .map(str::to_owned)
         .collect();

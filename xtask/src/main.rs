@@ -122,7 +122,9 @@ fn build(release: bool) -> anyhow::Result<()> {
 
 /// fmt, clippy, then the test runner, whose summary line is the last thing printed.
 fn test(extra: &[String]) -> anyhow::Result<()> {
-    setup::all()?;
+    setup::all_but_the_durable_broker()?;
+    // The durable broker's build (long, once per machine) runs beside the checks and builds.
+    let broker = std::thread::spawn(setup::durable_tansu);
     println!("==> cargo fmt --check");
     command::cargo(&["fmt", "--all", "--", "--check"]).run()?;
     println!("==> cargo clippy -D warnings");
@@ -159,6 +161,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     // The integration tests run the real `tollgate` binary, which test builds do not produce.
     println!("==> cargo build (the tollgate binary the integration tests run)");
     build(false)?;
+    broker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the durable broker's build panicked"))??;
     if setup::has_nextest() {
         println!("==> cargo nextest run");
         let mut args = vec![

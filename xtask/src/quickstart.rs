@@ -172,10 +172,10 @@ fn show_recording(
         .context("the gateway logged no session")?
         .to_owned();
     // The recorder writes in batches: wait until the session's end is in the store.
-    let events = store.join("events.jsonl");
+    let segment = store.join("00000000000000000000.jsonl");
     let deadline = Instant::now() + Duration::from_secs(5);
     while Instant::now() < deadline {
-        let text = fs::read_to_string(&events).unwrap_or_default();
+        let text = fs::read_to_string(&segment).unwrap_or_default();
         if text
             .lines()
             .any(|l| l.contains(&session_id) && l.contains("\"session.ended\""))
@@ -184,7 +184,7 @@ fn show_recording(
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    println!("\n==> what was recorded, and where: {}", events.display());
+    println!("\n==> what was recorded, and where: {}", store.display());
     let tollgate = tollgate.to_string_lossy();
     let config = config.to_string_lossy();
     println!("    $ tollgate sessions list --config {config}");

@@ -70,8 +70,16 @@ const PYTHON_PACKAGES: &[(&str, &str, &str)] = &[
     ("rfc3339-validator", "0.1.4", "rfc3339_validator"),
 ];
 
-/// Everything: system packages for tests, the test clients, and the eBPF toolchain.
+/// Everything: system packages for tests, the test clients, the eBPF toolchain and the durable
+/// Kafka broker.
 pub fn all() -> anyhow::Result<()> {
+    all_but_the_durable_broker()?;
+    durable_tansu()
+}
+
+/// Everything but the durable Kafka broker, whose long build `cargo xtask test` runs beside
+/// its own (see [`durable_tansu`]).
+pub fn all_but_the_durable_broker() -> anyhow::Result<()> {
     let mut packages = EBPF_PACKAGES.to_vec();
     packages.extend_from_slice(TEST_PACKAGES);
     system_packages(&packages)?;
@@ -79,16 +87,16 @@ pub fn all() -> anyhow::Result<()> {
     node_clients()?;
     oidc_issuer()?;
     mysql9()?;
-    durable_tansu()?;
     bpf_linker()?;
     debian_toolchain()
 }
 
-/// `cargo install` of the durable tansu into [`TANSU_ROOT`], when asked for with
-/// [`DURABLE_KAFKA_ENV`] and not installed yet (root only: the directory is shared).
-fn durable_tansu() -> anyhow::Result<()> {
+/// `cargo install` of the durable tansu into [`TANSU_ROOT`] unless it is there already, or
+/// [`DURABLE_KAFKA_ENV`] is `0` (root only: the directory is shared). The recording tests that
+/// kill the broker need it: the memory-only broker forgets everything when it stops.
+pub fn durable_tansu() -> anyhow::Result<()> {
     let root = std::path::Path::new(TANSU_ROOT);
-    if root.join("bin/tansu").exists() || std::env::var(DURABLE_KAFKA_ENV).as_deref() != Ok("1") {
+    if root.join("bin/tansu").exists() || std::env::var(DURABLE_KAFKA_ENV).as_deref() == Ok("0") {
         return Ok(());
     }
     if !nix::unistd::Uid::effective().is_root() {
@@ -102,6 +110,7 @@ fn durable_tansu() -> anyhow::Result<()> {
     std::fs::create_dir_all(root).context("creating the tansu directory")?;
     cargo(&[
         "install",
+        "--quiet",
         "--locked",
         "tansu",
         "--version",

@@ -13,6 +13,9 @@ pub mod error_code {
     /// (SQLSTATE HY000). Not 2003 (`CR_CONN_HOST_ERROR`): 2000-2999 are client-side codes, and
     /// MariaDB Connector/C rejects them from a server as a malformed packet.
     pub const CANNOT_REACH_UPSTREAM: u16 = 1429;
+    /// `ER_OPTION_PREVENTS_STATEMENT`: a fail-closed target's statement is refused because it
+    /// cannot be recorded right now (SQLSTATE HY000).
+    pub const RECORDING_UNAVAILABLE: u16 = 1290;
 }
 
 /// Largest payload of one packet; an error message never comes close, but it is cut rather

@@ -255,6 +255,7 @@ async fn login_phase<'c>(
     started: tokio::time::Instant,
 ) -> Option<relay::Relay<'c>> {
     let session_id = started_record.session_id;
+    let recorder = ctx.recorder.for_session(target.recording_failure());
     let target_index = ctx
         .config
         .targets
@@ -263,7 +264,7 @@ async fn login_phase<'c>(
     let Some((logins, policy)) = target_policy(ctx, target_index) else {
         // The relay refuses TLS from clients and dials the database in plain TCP.
         record_started(ctx, started_record, Some(TlsInfo::default())).await;
-        let mut relay = relay::Relay::new(client, server, &ctx.recorder, session_id);
+        let mut relay = relay::Relay::new(client, server, recorder, session_id);
         relay.local_infile = target.local_infile;
         return Some(relay);
     };
@@ -309,7 +310,7 @@ async fn login_phase<'c>(
                 },
             )
             .await;
-            Some(relay::Relay::after_login(login, &ctx.recorder, session_id))
+            Some(relay::Relay::after_login(login, recorder, session_id))
         }
         Err(error) => {
             tracing::warn!(%session_id, "{error}");

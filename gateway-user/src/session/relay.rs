@@ -31,6 +31,7 @@ use crate::{
         ErrPacket,
         codec::{CodecError, Leg, MAX_PACKET},
         compression::CompressionError,
+        error_code,
         packets::{self, ErrInfo},
     },
     recording::{EventKind, LoginEvent, RecordedEvent, Recorder},
@@ -159,7 +160,7 @@ pub struct Relay<'r> {
     pub(super) server: Leg<UpstreamStream>,
     /// True when both legs agreed on `CLIENT_DEPRECATE_EOF` (OK packets end row streams).
     pub(super) deprecate_eof: bool,
-    pub(super) recorder: &'r Recorder,
+    pub(super) recorder: Recorder,
     pub(super) session_id: Uuid,
     statements: u64,
     /// What the recording needs of prepared statements (SQL text, parameter types, long data,
@@ -187,14 +188,20 @@ pub struct Relay<'r> {
     pub(super) started: Instant,
 }
 
+/// How much of each result the recorder keeps (`[recording] max_rows_per_statement`,
+/// `max_row_bytes_per_statement`).
+fn row_caps(recorder: &Recorder) -> RowCaps {
+    let (max_rows, max_bytes) = recorder.row_caps();
+    RowCaps {
+        max_rows,
+        max_bytes,
+    }
+}
+
 impl<'r> Relay<'r> {
     /// Wraps the two connected sockets.
-    pub fn new(
-        client: TcpStream,
-        server: TcpStream,
-        recorder: &'r Recorder,
-        session_id: Uuid,
-    ) -> Self {
+    pub fn new(client: TcpStream, server: TcpStream, recorder: Recorder, session_id: Uuid) -> Self {
+        let row_caps = row_caps(&recorder);
         Self {
             client: Leg::new(ClientStream::Plain(client)),
             server: Leg::new(UpstreamStream::Plain(server)),
@@ -204,7 +211,7 @@ impl<'r> Relay<'r> {
             statements: 0,
             prepared: PreparedStatements::default(),
             database: None,
-            row_caps: RowCaps::default(),
+            row_caps,
             logged_in: false,
             reauthentication: None,
             failed_reauthentications: 0,
@@ -216,7 +223,8 @@ impl<'r> Relay<'r> {
     }
 
     /// Continues a session whose login the gateway terminated: only commands are left.
-    pub fn after_login(login: Terminated<'r>, recorder: &'r Recorder, session_id: Uuid) -> Self {
+    pub fn after_login(login: Terminated<'r>, recorder: Recorder, session_id: Uuid) -> Self {
+        let row_caps = row_caps(&recorder);
         Self {
             client: login.client,
             server: login.server,
@@ -226,7 +234,7 @@ impl<'r> Relay<'r> {
             statements: 0,
             prepared: PreparedStatements::default(),
             database: login.database,
-            row_caps: RowCaps::default(),
+            row_caps,
             logged_in: true,
             reauthentication: Some(login.reauthentication),
             failed_reauthentications: 0,
@@ -452,6 +460,21 @@ impl<'r> Relay<'r> {
         }
     }
 
+    /// For a fail-closed target while events cannot be recorded: the error a command that
+    /// runs SQL gets instead (commands without a response, such as `COM_STMT_CLOSE`, and
+    /// `COM_PING` still go through).
+    fn unrecordable(&self, kind: u8) -> Option<&'static str> {
+        match kind {
+            com::QUERY
+            | com::STMT_PREPARE
+            | com::STMT_EXECUTE
+            | com::STMT_FETCH
+            | com::INIT_DB
+            | com::FIELD_LIST => self.recorder.refusal(),
+            _ => None,
+        }
+    }
+
     /// Commands until the client quits.
     async fn command_phase(&mut self) -> Result<(), RelayError> {
         loop {
@@ -492,6 +515,13 @@ impl<'r> Relay<'r> {
                 self.row_caps,
             );
             match kind {
+                _ if let Some(message) = self.unrecordable(kind) => {
+                    self.refuse_client(error_code::RECORDING_UNAVAILABLE, *b"HY000", message)
+                        .await?;
+                    record
+                        .outcome
+                        .refused(error_code::RECORDING_UNAVAILABLE, message);
+                }
                 com::BINLOG_DUMP
                 | com::BINLOG_DUMP_GTID
                 | com::REGISTER_SLAVE
