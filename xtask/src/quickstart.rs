@@ -37,7 +37,7 @@ pub fn run(root: &Path, exit_after_demo: bool) -> anyhow::Result<()> {
              -E cargo xtask quickstart` (or as root)"
         );
     }
-    setup::all()?;
+    setup::all_but_the_durable_broker()?;
     println!("==> building tollgate");
     crate::build(false)?;
     let tollgate = root.join("target/debug/tollgate");
