@@ -161,7 +161,7 @@ fn default_fsync_interval() -> Duration {
     Duration::from_secs(1)
 }
 fn default_queue_events() -> usize {
-    16 * 1024
+    64 * 1024
 }
 fn default_max_rows() -> usize {
     100

@@ -187,6 +187,33 @@ impl Shipper {
     }
 }
 
+/// The message key of a stored event: its session id. The writer puts `session_id` among the
+/// first members (`{"v":..,"id":"..","session_id":"..",...}`), so it is found without parsing
+/// the whole event (which may carry 64 KiB of rows); anything else is parsed in full. None
+/// for a line that is not an event (a torn write).
+fn session_key(line: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct SessionKey {
+        session_id: uuid::Uuid,
+    }
+    const MEMBER: &[u8] = b"\"session_id\":\"";
+    let head = &line[..line.len().min(160)];
+    if let Some(at) = head.windows(MEMBER.len()).position(|w| w == MEMBER) {
+        let start = at + MEMBER.len();
+        if let Some(id) = line.get(start..start + 36)
+            && line.get(start + 36) == Some(&b'"')
+            && let Ok(id) = std::str::from_utf8(id)
+            && let Ok(id) = uuid::Uuid::parse_str(id)
+            && line.last() == Some(&b'}')
+        {
+            return Some(id.to_string());
+        }
+    }
+    serde_json::from_slice::<SessionKey>(line)
+        .ok()
+        .map(|key| key.session_id.to_string())
+}
+
 /// The librdkafka settings: the operator's, then the ones delivery safety depends on.
 fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSinkError> {
     let mut client = ClientConfig::new();
@@ -367,14 +394,9 @@ impl Shipping {
     /// Hands one event to the producer. Ok(false): the line is not an event; Err: the
     /// producer's queue is full (try again after a poll).
     fn send(&self, producer: &BaseProducer<ShipperContext>, line: &TailLine) -> Result<bool, ()> {
-        #[derive(Deserialize)]
-        struct Key {
-            session_id: uuid::Uuid,
-        }
-        let Ok(key) = serde_json::from_slice::<Key>(&line.line) else {
+        let Some(key) = session_key(&line.line) else {
             return Ok(false);
         };
-        let key = key.session_id.to_string();
         let pos = usize::try_from(line.pos).unwrap_or(usize::MAX);
         let record = BaseRecord::with_opaque_to(&self.topic, pos)
             .key(&key)
@@ -445,6 +467,23 @@ impl Shipping {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_the_session_id_without_parsing_the_whole_event() {
+        let session = uuid::Uuid::now_v7();
+        let event = crate::recording::RecordedEvent::now(
+            session,
+            crate::recording::EventKind::Statement(crate::recording::StatementEvent::default()),
+        );
+        let line = serde_json::to_vec(&event).expect("json");
+        assert_eq!(session_key(&line), Some(session.to_string()));
+        // A member order the fast path does not expect still works.
+        let odd = format!("{{\"x\":1,\"session_id\":\"{session}\"}}");
+        assert_eq!(session_key(odd.as_bytes()), Some(session.to_string()));
+        // A torn line is not an event, even when its start looks like one.
+        assert_eq!(session_key(&line[..line.len() / 2]), None);
+        assert_eq!(session_key(b"garbage"), None);
+    }
 
     #[test]
     fn the_cursor_is_per_topic() {

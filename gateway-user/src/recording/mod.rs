@@ -32,8 +32,11 @@ pub use store::{Store, StoreError, StoreOptions};
 
 use crate::config::{FsyncPolicy, RecordingConfig, RecordingFailure};
 
-/// How long the writer rests after each batch (bounds how stale a reader's view can be).
+/// How long the writer rests after a batch that emptied the queue (bounds how stale a reader's
+/// view can be).
 const BATCH_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
+/// Events written at most before the writer hands them to the kernel and says so.
+const MAX_BATCH: usize = 1024;
 
 /// Errors starting the recorder.
 #[derive(Debug, thiserror::Error)]
@@ -317,6 +320,7 @@ fn write_events(
     while let Some(first) = receiver.blocking_recv() {
         let mut next = Some(first);
         let mut ended_a_session = false;
+        let mut batch = 0;
         while let Some(mut event) = next {
             ended_a_session |= matches!(event.kind, EventKind::SessionEnded(_));
             let line = chainer.link(&mut event)?;
@@ -325,7 +329,14 @@ fn write_events(
                 return Err(error);
             }
             health.events_written.fetch_add(1, Ordering::Relaxed);
-            next = receiver.try_recv().ok();
+            batch += 1;
+            // Under sustained load the queue never empties: end the batch anyway, so readers
+            // (the Kafka shipper) see the events and the metrics stay current.
+            next = if batch < MAX_BATCH {
+                receiver.try_recv().ok()
+            } else {
+                None
+            };
         }
         let now = OffsetDateTime::now_utc();
         let sync = match fsync {
@@ -343,7 +354,9 @@ fn write_events(
         health
             .queue_depth
             .store(receiver.len() as u64, Ordering::Relaxed);
-        std::thread::sleep(BATCH_PAUSE);
+        if batch < MAX_BATCH {
+            std::thread::sleep(BATCH_PAUSE);
+        }
     }
     store.sync()?;
     health.written_end.store(store.end(), Ordering::Relaxed);
