@@ -635,3 +635,39 @@ print('ok', flush=True)
     );
     gateway.stop();
 }
+
+#[test]
+fn replicas_share_one_topic_and_each_session_stays_whole_and_ordered() {
+    let upstream = Upstream::mariadb().expect("mariadb");
+    let broker = KafkaBroker::start().expect("broker");
+    broker.create_topic(TOPIC, 3).expect("topic");
+    let replicas: Vec<(u16, Gateway)> = (0..2)
+        .map(|_| {
+            let (port, metrics_port) = (free_port(), free_port());
+            let config = kafka_config(port, &upstream, broker.port, metrics_port, "", "");
+            (port, start_gateway(&upstream, &config))
+        })
+        .collect();
+    for round in 0..2 {
+        for (port, _) in &replicas {
+            session(*port, &upstream, &format!("SELECT {round}; SELECT {port}"));
+        }
+    }
+    let records = consume_events(
+        &broker.bootstrap(),
+        TOPIC,
+        &recording_schema(),
+        Until::sessions_ended(4).timeout(Duration::from_mins(1)),
+    )
+    .expect("consume");
+    let (events, duplicates) = dedupe(&records);
+    assert_eq!(duplicates, 0);
+    let sessions = by_session(&events);
+    assert_eq!(sessions.len(), 4);
+    let mut instances = HashSet::new();
+    for (id, events) in &sessions {
+        assert_in_order(id, events);
+        instances.insert(events[0]["gateway"].as_str().expect("gateway").to_owned());
+    }
+    assert_eq!(instances.len(), 2, "both replicas' sessions: {instances:?}");
+}
