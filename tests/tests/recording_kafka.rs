@@ -175,6 +175,12 @@ fn a_sessions_events_arrive_complete_in_order_and_valid() {
         let types: Vec<&str> = events.iter().filter_map(|e| e["type"].as_str()).collect();
         assert_eq!(types.first(), Some(&"session.started"), "{id}");
         assert_eq!(types.last(), Some(&"session.ended"), "{id}");
+        let statements = types.iter().filter(|t| **t == "statement").count();
+        assert_eq!(
+            events.last().expect("end")["statements"],
+            statements,
+            "session.ended totals the statements: {id}"
+        );
         assert!(types.contains(&"session.login"), "{id}");
         let select = events
             .iter()

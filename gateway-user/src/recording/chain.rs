@@ -663,6 +663,7 @@ mod tests {
                 bytes_from_client: Some(1),
                 bytes_from_upstream: Some(2),
                 duration_ms: 3,
+                statements: None,
             }),
         )
     }

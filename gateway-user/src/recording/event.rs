@@ -495,6 +495,10 @@ pub struct SessionEnded {
     pub bytes_from_upstream: Option<u64>,
     /// Session length in milliseconds.
     pub duration_ms: u64,
+    /// Commands the client sent after logging in (each recorded as a `statement`, unless a
+    /// `gap` says it was lost), when the session got that far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statements: Option<u64>,
 }
 
 /// Why a session ended.
@@ -562,6 +566,7 @@ mod tests {
                 bytes_from_client: None,
                 bytes_from_upstream: None,
                 duration_ms: 3,
+                statements: None,
             }),
         );
         let json = serde_json::to_value(&event).expect("serialize");

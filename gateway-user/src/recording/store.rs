@@ -602,6 +602,7 @@ mod tests {
                 bytes_from_client: Some(10),
                 bytes_from_upstream: Some(20),
                 duration_ms: 5,
+                statements: None,
             }),
         )
     }

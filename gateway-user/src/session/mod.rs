@@ -219,8 +219,9 @@ pub async fn serve(
         },
         () = ctx.abort.cancelled() => (EndReason::Shutdown, None),
     };
-    let bytes = Some(relay.bytes());
-    record_end(&ctx, session_id, started, reason, detail, bytes).await;
+    let (from_client, from_upstream) = relay.bytes();
+    let totals = Some((from_client, from_upstream, relay.statements()));
+    record_end(&ctx, session_id, started, reason, detail, totals).await;
 }
 
 /// What terminating logins needs, and the policy of the target at `target_index`, when the
@@ -441,14 +442,15 @@ async fn record_end(
     started: tokio::time::Instant,
     reason: EndReason,
     detail: Option<String>,
-    bytes: Option<(u64, u64)>,
+    totals: Option<(u64, u64, u64)>,
 ) {
     let duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     tracing::info!(
         %session_id,
         reason = ?reason,
-        bytes_from_client = bytes.map(|b| b.0),
-        bytes_from_upstream = bytes.map(|b| b.1),
+        bytes_from_client = totals.map(|t| t.0),
+        bytes_from_upstream = totals.map(|t| t.1),
+        statements = totals.map(|t| t.2),
         duration_ms,
         detail = detail.as_deref(),
         "session ended"
@@ -459,9 +461,10 @@ async fn record_end(
             EventKind::SessionEnded(SessionEnded {
                 reason,
                 detail,
-                bytes_from_client: bytes.map(|b| b.0),
-                bytes_from_upstream: bytes.map(|b| b.1),
+                bytes_from_client: totals.map(|t| t.0),
+                bytes_from_upstream: totals.map(|t| t.1),
                 duration_ms,
+                statements: totals.map(|t| t.2),
             }),
         ))
         .await;

@@ -251,6 +251,12 @@ impl<'r> Relay<'r> {
         (self.client.bytes_read, self.server.bytes_read)
     }
 
+    /// Commands the client sent after logging in (`statement` events), so far.
+    #[must_use]
+    pub fn statements(&self) -> u64 {
+        self.statements
+    }
+
     /// Runs the handshake and then the command phase until the session ends.
     pub async fn run(&mut self, login_timeout: std::time::Duration) -> RelayEnd {
         let handshake = if self.logged_in {
