@@ -86,6 +86,9 @@ pub enum SessionsCommand {
         /// Print the raw events as JSON lines instead of a table.
         #[arg(long)]
         json: bool,
+        /// Which sessions (every filter given must hold).
+        #[command(flatten)]
+        filter: ListFilter,
     },
     /// Show one session: who, where, and each statement with its outcome.
     Show {
@@ -100,6 +103,39 @@ pub enum SessionsCommand {
         /// Print the raw events as JSON lines.
         #[arg(long)]
         json: bool,
+    },
+    /// Export one session: its events as stored (`json`, JSON lines) or a replayable SQL
+    /// script (`sql`: the statements in order, each after a comment with its outcome).
+    Export {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
+        format: ExportFormat,
+        /// Configuration file (for recording.store).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
+        config: PathBuf,
+        /// Read this store directory instead of the configured one.
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
+    /// Replay one session in the terminal: each statement and its outcome, at the recorded
+    /// pacing divided by `--speed`.
+    Replay {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Speed factor: 2 plays twice as fast, 0 does not wait at all.
+        #[arg(long, default_value_t = 1.0)]
+        speed: f64,
+        /// Wait for Enter before each statement (end of input plays the rest).
+        #[arg(long)]
+        step: bool,
+        /// Configuration file (for recording.store).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
+        config: PathBuf,
+        /// Read this store directory instead of the configured one.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
     /// Check the hash chains and signatures: exits non-zero, with one line per problem, when
     /// an event was edited, dropped or reordered or a signature is missing or bad.
@@ -121,6 +157,68 @@ pub enum SessionsCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+}
+
+/// The filters of `tollgate sessions list`, as given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ListFilter {
+    /// Sessions active at or after this time: RFC 3339, or how long ago (`30m`, `2h`, `7d`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// Sessions started at or before this time: RFC 3339, or how long ago.
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
+    /// Sessions of this MySQL user or identity name.
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// Sessions whose identity is in this group.
+    #[arg(long, value_name = "NAME")]
+    pub group: Option<String>,
+    /// Sessions on this target (its name in the configuration).
+    #[arg(long, value_name = "NAME")]
+    pub target: Option<String>,
+    /// Sessions with a statement whose SQL contains this text (case-insensitive).
+    #[arg(long, value_name = "TEXT")]
+    pub contains: Option<String>,
+    /// Sessions with at least one statement of this kind (repeat for several: all must occur).
+    #[arg(long, value_enum, value_name = "KIND")]
+    pub kind: Vec<crate::sessions::StatementKind>,
+    /// Only sessions still running (no `session.ended` yet).
+    #[arg(long)]
+    pub live: bool,
+}
+
+impl ListFilter {
+    /// The filter, with relative times taken back from `now`.
+    pub fn resolve(
+        &self,
+        now: time::OffsetDateTime,
+    ) -> Result<crate::sessions::Filter, crate::sessions::TimeError> {
+        let time = |flag, text: &Option<String>| {
+            text.as_deref()
+                .map(|t| crate::sessions::parse_time(flag, t, now))
+                .transpose()
+        };
+        Ok(crate::sessions::Filter {
+            since: time("--since", &self.since)?,
+            until: time("--until", &self.until)?,
+            user: self.user.clone(),
+            group: self.group.clone(),
+            target: self.target.clone(),
+            contains: self.contains.clone(),
+            kinds: self.kind.clone(),
+            live: self.live,
+        })
+    }
+}
+
+/// `tollgate sessions export --format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// The events as JSON lines, exactly as stored.
+    Json,
+    /// A replayable SQL script.
+    Sql,
 }
 
 #[cfg(test)]

@@ -1,12 +1,12 @@
 //! The `tollgate` binary: parse the command line, set up logging and signals, call the library.
 
-use std::{os::unix::process::CommandExt as _, path::Path, process::ExitCode};
+use std::{io::Write as _, os::unix::process::CommandExt as _, path::Path, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tollgate::{
-    cli::{Cli, Command, SessionsCommand},
+    cli::{Cli, Command, ExportFormat, SessionsCommand},
     config::Config,
     intercept::join_cgroup,
     recording::{SigningKey, Store, chain},
@@ -81,32 +81,75 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{public}");
             Ok(())
         }
-        Command::Sessions {
-            command:
-                SessionsCommand::Verify {
-                    id,
-                    all: _,
-                    config,
-                    store,
-                    public_key,
-                },
+        Command::Sessions { command } => sessions_command(command),
+    }
+}
+
+/// `tollgate sessions ...`.
+fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
+    match command {
+        SessionsCommand::Verify {
+            id,
+            all: _,
+            config,
+            store,
+            public_key,
         } => verify_sessions(&config, store, public_key.as_deref(), id.as_deref()),
-        Command::Sessions {
-            command:
-                SessionsCommand::List {
-                    config,
-                    store,
-                    json,
-                },
-        } => list_sessions(&store_dir(&config, store)?, json),
-        Command::Sessions {
-            command:
-                SessionsCommand::Show {
-                    id,
-                    config,
-                    store,
-                    json,
-                },
+        SessionsCommand::List {
+            config,
+            store,
+            json,
+            filter,
+        } => {
+            let filter = filter.resolve(time::OffsetDateTime::now_utc())?;
+            list_sessions(&store_dir(&config, store)?, json, &filter)
+        }
+        SessionsCommand::Export {
+            id,
+            format,
+            config,
+            store,
+        } => {
+            let store = store_dir(&config, store)?;
+            let events = sessions::events_of(&store, &id)?;
+            let mut out = std::io::stdout().lock();
+            match format {
+                ExportFormat::Json => {
+                    let session = events.first().map(|e| e.session_id).context("no events")?;
+                    for line in sessions::export::json_lines(&store, session)? {
+                        out.write_all(&line)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                ExportFormat::Sql => {
+                    out.write_all(sessions::export::sql_script(&events).as_bytes())?;
+                }
+            }
+            out.flush()?;
+            Ok(())
+        }
+        SessionsCommand::Replay {
+            id,
+            speed,
+            step,
+            config,
+            store,
+        } => {
+            anyhow::ensure!(
+                speed.is_finite() && speed >= 0.0,
+                "--speed {speed} is not a speed: give a factor such as 1, 2, 0.5, or 0 for no waiting"
+            );
+            let events = sessions::events_of(&store_dir(&config, store)?, &id)?;
+            let mut pacer = sessions::replay::TerminalPacer { step };
+            sessions::replay::replay(&events, speed, &mut pacer, &mut std::io::stdout().lock())
+                .context("writing the replay")?;
+            Ok(())
+        }
+        SessionsCommand::Show {
+            id,
+            config,
+            store,
+            json,
         } => {
             let events = sessions::events_of(&store_dir(&config, store)?, &id)?;
             if json {
@@ -166,15 +209,16 @@ async fn cancel_on_signal(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn list_sessions(store: &Path, json: bool) -> anyhow::Result<()> {
+fn list_sessions(store: &Path, json: bool, filter: &sessions::Filter) -> anyhow::Result<()> {
     if json {
         let (events, _) = Store::read_all(store)?;
-        for event in events {
-            println!("{}", serde_json::to_string(&event)?);
+        let keep: std::collections::BTreeSet<_> = filter.sessions(&events).into_iter().collect();
+        for event in events.iter().filter(|e| keep.contains(&e.session_id)) {
+            println!("{}", serde_json::to_string(event)?);
         }
         return Ok(());
     }
-    let (sessions, skipped) = sessions::list(store)?;
+    let (sessions, skipped) = sessions::list(store, filter)?;
     print!("{}", sessions::render_table(&sessions));
     if skipped > 0 {
         eprintln!("tollgate: {skipped} unreadable line(s) skipped (torn write after a crash?)");

@@ -6,6 +6,12 @@ use uuid::Uuid;
 
 use crate::recording::{EventKind, RecordedEvent, SessionEnded, SessionStarted, Store, StoreError};
 
+pub mod export;
+pub mod filter;
+pub mod replay;
+
+pub use filter::{Filter, StatementKind, TimeError, parse_time};
+
 /// A session as reassembled from its events.
 #[derive(Debug, Clone)]
 pub struct SessionSummary {
@@ -23,9 +29,18 @@ pub struct SessionSummary {
     pub statements: u64,
 }
 
-/// Reads the store at `dir` and groups its events by session, oldest first.
-pub fn list(dir: &Path) -> Result<(Vec<SessionSummary>, usize), StoreError> {
+/// Reads the store at `dir` and groups its events by session, oldest first, keeping the
+/// sessions that pass `filter`; the second value counts unreadable lines.
+pub fn list(dir: &Path, filter: &Filter) -> Result<(Vec<SessionSummary>, usize), StoreError> {
     let (events, skipped) = Store::read_all(dir)?;
+    if filter.is_empty() {
+        return Ok((summarize(events), skipped));
+    }
+    let keep: std::collections::BTreeSet<Uuid> = filter.sessions(&events).into_iter().collect();
+    let events = events
+        .into_iter()
+        .filter(|e| keep.contains(&e.session_id))
+        .collect();
     Ok((summarize(events), skipped))
 }
 
