@@ -38,7 +38,7 @@ use crate::config::KafkaConfig;
 /// File in the store that holds the shipper's cursor.
 pub const CURSOR_FILE: &str = "kafka.cursor";
 /// Events handed to librdkafka and not yet acknowledged, at most.
-const MAX_IN_FLIGHT: usize = 50_000;
+const MAX_IN_FLIGHT: usize = 20_000;
 /// Bytes read from the store at a time.
 const READ_BYTES: usize = 1024 * 1024;
 /// How often the cursor is written down.
@@ -217,9 +217,11 @@ fn session_key(line: &[u8]) -> Option<String> {
 /// The librdkafka settings: the operator's, then the ones delivery safety depends on.
 fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSinkError> {
     let mut client = ClientConfig::new();
-    // Defaults the operator may change: find a broker that is back within a couple of seconds.
+    // Defaults the operator may change: find a broker that is back within a couple of seconds,
+    // and keep what waits in librdkafka's memory small: the spool on disk holds the rest.
     client
         .set("reconnect.backoff.max.ms", "2000")
+        .set("queue.buffering.max.kbytes", "65536")
         .set("client.id", "tollgate-gateway");
     for (key, value) in &config.client {
         client.set(key, value);
