@@ -252,8 +252,7 @@ fn list_filters_export_and_replay_recorded_sessions() {
     let stored: String = store_text(&store)
         .lines()
         .filter(|l| l.contains(&format!("\"session_id\":\"{creating}\"")))
-        .map(|l| format!("{l}\n"))
-        .collect();
+        .fold(String::new(), |text, l| text + l + "\n");
     assert!(!stored.is_empty());
     assert_eq!(stdout(&json), stored);
 
