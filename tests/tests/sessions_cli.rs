@@ -324,3 +324,107 @@ fn list_filters_export_and_replay_recorded_sessions() {
     assert!(stepped.status.success(), "{stepped:?}");
     assert!(stdout(&stepped).contains("> DELETE FROM shop.items WHERE id = 2"));
 }
+
+/// The `started_at_ns` of the statement of `session` whose SQL is `sql`.
+fn started_ns(events: &[Value], session: &str, sql: &str) -> u64 {
+    events
+        .iter()
+        .find(|e| e["session_id"] == session && e["sql"] == sql)
+        .and_then(|e| e["started_at_ns"].as_u64())
+        .unwrap_or_else(|| panic!("no {sql:?} in {session}"))
+}
+
+#[test]
+fn live_sessions_are_listed_until_they_end_and_replay_keeps_the_pacing() {
+    use std::io::Write as _;
+
+    let upstream = Upstream::mariadb().expect("start MariaDB");
+    let port = tollgate_tests::free_port();
+    let mut gateway = Gateway::start_with_env(
+        None,
+        &terminated_config(port, "db", &upstream),
+        &[(DB_PASSWORD_ENV, upstream.password())],
+    )
+    .expect("start the gateway");
+    let store = gateway.store.clone();
+
+    // A client that stays connected, fed statement by statement.
+    let mut client = Command::new("mariadb")
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &port.to_string()])
+        .args(["-u", GATEWAY_USER, &format!("-p{GATEWAY_PASSWORD}")])
+        .arg(format!("--ssl-ca={}", upstream.ca().display()))
+        .args(["--ssl-verify-server-cert", "--batch"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start mariadb");
+    let mut input = client.stdin.take().expect("stdin");
+    writeln!(input, "SELECT 'live-one';").expect("send");
+    input.flush().expect("flush");
+    let mut live = BTreeSet::new();
+    for _ in 0..400 {
+        live = listed(&store, &["--live", "--contains", "live-one"]);
+        if !live.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert_eq!(live.len(), 1, "the running session is listed as live");
+    assert_eq!(listed(&store, &["--live"]), live);
+
+    // A recorded pause of at least a second before the second statement.
+    std::thread::sleep(Duration::from_millis(1200));
+    writeln!(input, "SELECT 'live-two';").expect("send");
+    drop(input);
+    let status = client.wait().expect("mariadb exits");
+    assert!(status.success(), "client: {status}");
+    for _ in 0..400 {
+        if !gateway.log_messages("session ended").is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    gateway.stop();
+    assert_eq!(listed(&store, &["--live"]), set(&[]), "ended: not live");
+    let session = live.into_iter().next().expect("one session");
+    assert_eq!(
+        listed(&store, &["--contains", "live-two"]),
+        set(&[&session])
+    );
+
+    let events: Vec<Value> = store_text(&store)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("event JSON"))
+        .collect();
+    let gap = Duration::from_nanos(
+        started_ns(&events, &session, "SELECT 'live-two'")
+            - started_ns(&events, &session, "SELECT 'live-one'"),
+    );
+    assert!(gap >= Duration::from_secs(1), "recorded gap {gap:?}");
+
+    let timed = |speed: &str| {
+        let start = std::time::Instant::now();
+        let output = tollgate(&store, &["replay", &session, "--speed", speed]);
+        assert!(output.status.success(), "{output:?}");
+        let text = stdout(&output);
+        assert!(
+            at(&text, "> SELECT 'live-one'") < at(&text, "> SELECT 'live-two'"),
+            "{text}"
+        );
+        start.elapsed()
+    };
+    let original = timed("1");
+    assert!(
+        original >= gap,
+        "--speed 1 took {original:?}, the gap was {gap:?}"
+    );
+    let doubled = timed("2");
+    assert!(
+        doubled >= gap / 2 && doubled < original,
+        "--speed 2 took {doubled:?}, --speed 1 {original:?}"
+    );
+    let instant = timed("0");
+    assert!(instant < gap / 2, "--speed 0 took {instant:?}");
+}
