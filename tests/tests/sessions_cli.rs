@@ -335,6 +335,10 @@ fn started_ns(events: &[Value], session: &str, sql: &str) -> u64 {
 }
 
 #[test]
+#[expect(
+    clippy::disallowed_types,
+    reason = "synchronous test code timing a child process: std::time::Instant is the right clock"
+)]
 fn live_sessions_are_listed_until_they_end_and_replay_keeps_the_pacing() {
     use std::io::Write as _;
 
