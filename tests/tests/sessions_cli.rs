@@ -126,10 +126,16 @@ fn list_filters_export_and_replay_recorded_sessions() {
     assert!(setup_err.is_empty(), "setup: {setup_out} {setup_err}");
 
     let port = tollgate_tests::free_port();
-    let config = terminated_config(port, "db", &upstream).replace(
-        "[[targets]]",
-        "groups = [\"devs\", \"oncall\"]\n\n[[targets]]",
-    );
+    // alice is in two groups, and may only `USE shop` (the gateway refuses other databases).
+    let config = terminated_config(port, "db", &upstream)
+        .replace(
+            "[[targets]]",
+            "groups = [\"devs\", \"oncall\"]\n\n[[targets]]",
+        )
+        .replace(
+            "groups = [\"*\"]",
+            "groups = [\"*\"]\ndatabases = [\"shop\"]",
+        );
     let mut gateway =
         Gateway::start_with_env(None, &config, &[(DB_PASSWORD_ENV, upstream.password())])
             .expect("start the gateway");
@@ -149,6 +155,7 @@ fn list_filters_export_and_replay_recorded_sessions() {
         2,
     );
     session(&gateway, port, &upstream, "SELECT 'Needle' AS word", 3);
+    session(&gateway, port, &upstream, "SELECT 'refusal'; USE mysql", 4);
     gateway.stop();
     let store = gateway.store.clone();
 
@@ -159,8 +166,9 @@ fn list_filters_export_and_replay_recorded_sessions() {
     let deleting = session_of(&events, "DELETE FROM shop.items WHERE id = 2");
     let creating = session_of(&events, "CREATE TABLE shop.audit (id INT)");
     let reading = session_of(&events, "SELECT 'Needle' AS word");
-    let all = set(&[&deleting, &creating, &reading]);
-    assert_eq!(all.len(), 3, "three sessions");
+    let refusing = session_of(&events, "SELECT 'refusal'");
+    let all = set(&[&deleting, &creating, &reading, &refusing]);
+    assert_eq!(all.len(), 4, "four sessions");
 
     // Filters, alone and combined: exactly the right sessions.
     assert_eq!(listed(&store, &[]), all);
@@ -172,12 +180,15 @@ fn list_filters_export_and_replay_recorded_sessions() {
     assert_eq!(listed(&store, &["--target", "other"]), set(&[]));
     assert_eq!(listed(&store, &["--kind", "delete"]), set(&[&deleting]));
     assert_eq!(listed(&store, &["--kind", "ddl"]), set(&[&creating]));
-    assert_eq!(listed(&store, &["--kind", "error"]), set(&[&creating]));
+    assert_eq!(
+        listed(&store, &["--kind", "error"]),
+        set(&[&creating, &refusing])
+    );
     assert_eq!(listed(&store, &["--kind", "update"]), set(&[]));
     assert_eq!(
         listed(&store, &["--kind", "refused"]),
-        set(&[]),
-        "the database's own error is not a refusal"
+        set(&[&refusing]),
+        "the gateway's refusal; the database's own error is not one"
     );
     assert_eq!(
         listed(&store, &["--kind", "ddl", "--kind", "delete"]),
@@ -204,7 +215,7 @@ fn list_filters_export_and_replay_recorded_sessions() {
     let first_ended = time_of(&events, &deleting, "session.ended");
     assert_eq!(
         listed(&store, &["--since", &second_started]),
-        set(&[&creating, &reading])
+        set(&[&creating, &reading, &refusing])
     );
     assert_eq!(
         listed(&store, &["--until", &first_ended]),
@@ -219,7 +230,9 @@ fn list_filters_export_and_replay_recorded_sessions() {
                 "--user",
                 GATEWAY_USER,
                 "--kind",
-                "error"
+                "error",
+                "--contains",
+                "shop."
             ]
         ),
         set(&[&creating])
