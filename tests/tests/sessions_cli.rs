@@ -68,6 +68,42 @@ fn session(gateway: &Gateway, port: u16, upstream: &Upstream, sql: &str, session
         !stderr(&output).contains("Access denied"),
         "login: {output:?}"
     );
+    wait_for_sessions(gateway, sessions);
+}
+
+/// Inserts and selects a row through the gateway with server-side prepared statements
+/// (mysql-connector-python's prepared cursor: `COM_STMT_PREPARE`, `COM_STMT_EXECUTE`), as
+/// alice; waits until the gateway has recorded the end of `sessions` sessions.
+fn prepared_session(gateway: &Gateway, port: u16, upstream: &Upstream, sessions: usize) {
+    const SCRIPT: &str = r#"
+import sys, mysql.connector
+port, user, password, ca = sys.argv[1:5]
+conn = mysql.connector.connect(host="127.0.0.1", port=int(port), user=user, password=password,
+    ssl_ca=ca, ssl_verify_cert=True, use_pure=True, autocommit=True)
+cur = conn.cursor(prepared=True)
+cur.execute("INSERT INTO shop.items VALUES (%s, %s)", (3, "kiwi's"))
+cur.execute("SELECT name FROM shop.items WHERE id = %s", (3,))
+print(cur.fetchall())
+conn.close()
+"#;
+    let output = run_capture(
+        Command::new("python3")
+            .args([
+                "-c",
+                SCRIPT,
+                &port.to_string(),
+                GATEWAY_USER,
+                GATEWAY_PASSWORD,
+            ])
+            .arg(upstream.ca()),
+    )
+    .expect("run python3");
+    assert!(output.status.success(), "{output:?}");
+    wait_for_sessions(gateway, sessions);
+}
+
+/// Waits until the gateway has logged the end of `sessions` sessions.
+fn wait_for_sessions(gateway: &Gateway, sessions: usize) {
     for _ in 0..400 {
         if gateway.log_messages("session ended").len() >= sessions {
             return;
@@ -156,6 +192,7 @@ fn list_filters_export_and_replay_recorded_sessions() {
     );
     session(&gateway, port, &upstream, "SELECT 'Needle' AS word", 3);
     session(&gateway, port, &upstream, "SELECT 'refusal'; USE mysql", 4);
+    prepared_session(&gateway, port, &upstream, 5);
     gateway.stop();
     let store = gateway.store.clone();
 
@@ -167,8 +204,9 @@ fn list_filters_export_and_replay_recorded_sessions() {
     let creating = session_of(&events, "CREATE TABLE shop.audit (id INT)");
     let reading = session_of(&events, "SELECT 'Needle' AS word");
     let refusing = session_of(&events, "SELECT 'refusal'");
-    let all = set(&[&deleting, &creating, &reading, &refusing]);
-    assert_eq!(all.len(), 4, "four sessions");
+    let preparing = session_of(&events, "INSERT INTO shop.items VALUES (?, ?)");
+    let all = set(&[&deleting, &creating, &reading, &refusing, &preparing]);
+    assert_eq!(all.len(), 5, "five sessions");
 
     // Filters, alone and combined: exactly the right sessions.
     assert_eq!(listed(&store, &[]), all);
@@ -215,7 +253,7 @@ fn list_filters_export_and_replay_recorded_sessions() {
     let first_ended = time_of(&events, &deleting, "session.ended");
     assert_eq!(
         listed(&store, &["--since", &second_started]),
-        set(&[&creating, &reading, &refusing])
+        set(&[&creating, &reading, &refusing, &preparing])
     );
     assert_eq!(
         listed(&store, &["--until", &first_ended]),
@@ -305,7 +343,24 @@ fn list_filters_export_and_replay_recorded_sessions() {
         &["-N"],
         "SELECT GROUP_CONCAT(name ORDER BY id) FROM shop.items;\n",
     );
-    assert_eq!(left.trim(), "apple");
+    assert_eq!(left.trim(), "apple,kiwi's");
+
+    // Prepared executes: the bound values inlined as SQL literals.
+    let prepared = tollgate(&store, &["export", &preparing, "--format", "sql"]);
+    assert!(prepared.status.success(), "{prepared:?}");
+    let script = stdout(&prepared);
+    let insert = at(&script, "\nINSERT INTO shop.items VALUES (3, 'kiwi''s');\n");
+    let select = at(&script, "\nSELECT name FROM shop.items WHERE id = 3;\n");
+    assert!(
+        at(&script, "-- prepared:") < insert && insert < select,
+        "{script}"
+    );
+    let replay = tollgate(&store, &["replay", &preparing, "--speed", "0"]);
+    let text = stdout(&replay);
+    assert!(
+        at(&text, "> INSERT INTO shop.items VALUES (3, 'kiwi''s')") < at(&text, "| kiwi's |"),
+        "{text}"
+    );
 
     // Replay: the header, each statement and its rows, in order.
     let replay = tollgate(&store, &["replay", &deleting, "--speed", "0"]);
