@@ -41,6 +41,10 @@ pub fn sql_script(events: &[RecordedEvent]) -> String {
                     "-- tollgate session {} on target {} ({}), from {}",
                     event.session_id, s.target, s.upstream, s.client_addr
                 );
+                out.push_str(
+                    "-- statements that failed when recorded are kept: replay with \
+                     `mariadb --force` to go on past them\n",
+                );
             }
             EventKind::Login(l) => {
                 let _ = writeln!(
@@ -74,7 +78,7 @@ pub fn sql_script(events: &[RecordedEvent]) -> String {
                     database = Some(db);
                 }
                 out.push_str(&statement_sql(st));
-                if st.command == "init_db" {
+                if st.command == "init_db" && st.error.is_none() {
                     database = st.sql.as_deref();
                 }
             }

@@ -298,4 +298,29 @@ mod tests {
         assert!(!StatementKind::Delete.matches(&st("SELECT 'DELETE'")));
         assert!(!StatementKind::Error.matches(&st("SELECT 1")));
     }
+
+    #[test]
+    fn refusals_are_the_gateways_own_errors() {
+        use crate::recording::event::StatementError;
+        let failed = |code, sql_state: Option<&str>, message: &str| StatementEvent {
+            command: "query".into(),
+            error: Some(StatementError {
+                code,
+                sql_state: sql_state.map(str::to_owned),
+                message: message.into(),
+            }),
+            ..StatementEvent::default()
+        };
+        let refused = failed(1290, None, "Tollgate: the recording is unavailable");
+        let database = failed(1146, Some("42S02"), "Table 'shop.missing' doesn't exist");
+        let denied = failed(
+            1044,
+            Some("42000"),
+            "Tollgate: access denied to database 'mysql'",
+        );
+        assert!(StatementKind::Refused.matches(&refused));
+        assert!(StatementKind::Refused.matches(&denied));
+        assert!(!StatementKind::Refused.matches(&database));
+        assert!(StatementKind::Error.matches(&database) && StatementKind::Error.matches(&refused));
+    }
 }
