@@ -137,6 +137,21 @@ pub enum SessionsCommand {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// Follow a live session as it is recorded, statement by statement, until it ends.
+    Tail {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Give up after this long without a new event of the session (e.g. `10m`); by
+        /// default, follow until the session ends.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        idle: Option<std::time::Duration>,
+        /// Configuration file (for recording.store).
+        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
+        config: PathBuf,
+        /// Read this store directory instead of the configured one.
+        #[arg(long)]
+        store: Option<PathBuf>,
+    },
     /// Check the hash chains and signatures: exits non-zero, with one line per problem, when
     /// an event was edited, dropped or reordered or a signature is missing or bad.
     Verify {

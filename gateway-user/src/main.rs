@@ -145,6 +145,25 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
                 .context("writing the replay")?;
             Ok(())
         }
+        SessionsCommand::Tail {
+            id,
+            idle,
+            config,
+            store,
+        } => {
+            let ended = sessions::tail::follow(
+                &store_dir(&config, store)?,
+                &id,
+                idle,
+                &mut std::io::stdout().lock(),
+            )?;
+            anyhow::ensure!(
+                ended,
+                "no new event of session {id} for {}; it is still open",
+                humantime::format_duration(idle.unwrap_or_default())
+            );
+            Ok(())
+        }
         SessionsCommand::Show {
             id,
             config,

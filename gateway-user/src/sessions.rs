@@ -9,6 +9,7 @@ use crate::recording::{EventKind, RecordedEvent, SessionEnded, SessionStarted, S
 pub mod export;
 pub mod filter;
 pub mod replay;
+pub mod tail;
 
 pub use filter::{Filter, StatementKind, TimeError, parse_time};
 
