@@ -623,20 +623,42 @@ impl Gateway {
 
     /// Stops the gateway with SIGTERM and waits (SIGKILL after 15 s); returns its exit status.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(25));
+        terminate(self.child.take()?, Duration::from_secs(15))
+    }
+}
+
+/// Runs the Python `script` (`PyMySQL`) as a client of a gateway on 127.0.0.1:`port`, logging
+/// in as [`GATEWAY_USER`]: its arguments are the port, user, password and `upstream`'s CA
+/// (which verifies the gateway's certificate); stdin, stdout and stderr are piped.
+#[must_use]
+pub fn pymysql_client(script: &str, port: u16, upstream: &Upstream) -> Child {
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(port.to_string())
+        .args([GATEWAY_USER, GATEWAY_PASSWORD])
+        .arg(upstream.ca())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the PyMySQL client")
+}
+
+/// Stops `child` with SIGTERM and waits for it, with SIGKILL after `grace`; its exit status.
+fn terminate(mut child: Child, grace: Duration) -> Option<std::process::ExitStatus> {
+    let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
+    let _ = kill(pid, Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
         }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            return child.wait().ok();
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -1304,20 +1326,7 @@ impl KafkaBroker {
     /// Stops the broker with SIGTERM and waits (SIGKILL after 10 s); its exit status, or
     /// None when it was not running.
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
-        let mut child = self.child.take()?;
-        let pid = Pid::from_raw(i32::try_from(child.id()).ok()?);
-        let _ = kill(pid, Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                return child.wait().ok();
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        terminate(self.child.take()?, Duration::from_secs(10))
     }
 
     /// Kills the broker with SIGKILL (a crash) and reaps it.

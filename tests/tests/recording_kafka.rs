@@ -21,8 +21,8 @@ use serde_json::Value;
 use std::time::Instant;
 use tollgate_tests::{
     DB_PASSWORD_ENV, GATEWAY_PASSWORD, GATEWAY_USER, Gateway, KafkaBroker, Until, Upstream,
-    consume_events, free_port, recording_schema, run_capture, terminated_config, tollgate_bin,
-    workspace_root,
+    consume_events, free_port, pymysql_client, recording_schema, run_capture, terminated_config,
+    tollgate_bin, workspace_root,
 };
 
 const TOPIC: &str = "tollgate.sessions";
@@ -324,18 +324,16 @@ fn the_broker_killed_for_30s_under_8_connections_loses_no_statement() {
 
 #[test]
 fn a_sigkilled_gateway_delivers_its_spool_after_a_restart() {
-    let upstream = Upstream::mariadb().expect("mariadb");
-    let mut broker = KafkaBroker::start().expect("broker");
-    broker.create_topic(TOPIC, 2).expect("topic");
-    broker.stop();
-    let (port, metrics_port) = (free_port(), free_port());
-    let config = kafka_config(port, &upstream, broker.port, metrics_port, "", "");
-    let mut gateway = start_gateway(&upstream, &config);
+    let BrokerAway {
+        upstream,
+        mut broker,
+        port,
+        mut gateway,
+        ..
+    } = broker_away("", "");
     // A session that is still open when the gateway dies.
-    let mut client = Command::new("python3")
-        .arg("-c")
-        .arg(
-            r"
+    let mut client = pymysql_client(
+        r"
 import sys, time, pymysql
 conn = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
     password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True)
@@ -346,13 +344,9 @@ for i in range(1, 21):
 print('done', flush=True)
 time.sleep(60)
 ",
-        )
-        .arg(port.to_string())
-        .args([GATEWAY_USER, GATEWAY_PASSWORD])
-        .arg(upstream.ca())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("client");
+        port,
+        &upstream,
+    );
     let mut line = [0u8; 5];
     client
         .stdout
@@ -365,11 +359,7 @@ time.sleep(60)
     let _ = client.kill();
     let _ = client.wait();
 
-    broker.restart().expect("broker");
-    if !broker.is_durable() {
-        // The memory-only broker forgot the topic (a producer may have made it already).
-        let _ = broker.create_topic(TOPIC, 2);
-    }
+    bring_back(&mut broker);
     gateway
         .restart(&[(DB_PASSWORD_ENV, upstream.password())])
         .expect("restart the gateway");
@@ -397,20 +387,40 @@ time.sleep(60)
     gateway.stop();
 }
 
-/// Runs the Python `script` (`PyMySQL`) as a client of the gateway at `port`: its arguments are
-/// the port, user, password and CA; stdin, stdout and stderr are piped.
-fn python_client(script: &str, port: u16, upstream: &Upstream) -> std::process::Child {
-    Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(port.to_string())
-        .args([GATEWAY_USER, GATEWAY_PASSWORD])
-        .arg(upstream.ca())
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start the client")
+/// A broker that has the topic but is away, and a gateway (with more `[recording.kafka]` and
+/// `[[targets]]` lines) shipping to it.
+struct BrokerAway {
+    upstream: Upstream,
+    broker: KafkaBroker,
+    port: u16,
+    metrics_port: u16,
+    gateway: Gateway,
+}
+
+fn broker_away(kafka: &str, target: &str) -> BrokerAway {
+    let upstream = Upstream::mariadb().expect("mariadb");
+    let mut broker = KafkaBroker::start().expect("broker");
+    broker.create_topic(TOPIC, 2).expect("topic");
+    broker.stop();
+    let (port, metrics_port) = (free_port(), free_port());
+    let config = kafka_config(port, &upstream, broker.port, metrics_port, kafka, target);
+    let gateway = start_gateway(&upstream, &config);
+    BrokerAway {
+        upstream,
+        broker,
+        port,
+        metrics_port,
+        gateway,
+    }
+}
+
+/// Restarts the broker; the memory-only one forgot the topic, which is made again (unless a
+/// producer made it already).
+fn bring_back(broker: &mut KafkaBroker) {
+    broker.restart().expect("restart the broker");
+    if !broker.is_durable() {
+        let _ = broker.create_topic(TOPIC, 2);
+    }
 }
 
 /// Near the spool's limit it may fill, drain a little and fill again: one `gap` event per run
@@ -477,21 +487,14 @@ conn.close()
 
 #[test]
 fn a_fail_closed_target_refuses_statements_while_the_spool_is_full_and_recovers() {
-    let upstream = Upstream::mariadb().expect("mariadb");
-    let mut broker = KafkaBroker::start().expect("broker");
-    broker.create_topic(TOPIC, 2).expect("topic");
-    broker.stop();
-    let (port, metrics_port) = (free_port(), free_port());
-    let config = kafka_config(
+    let BrokerAway {
+        upstream,
+        mut broker,
         port,
-        &upstream,
-        broker.port,
         metrics_port,
-        "spool_max_bytes = 20000",
-        "compliance = true",
-    );
-    let mut gateway = start_gateway(&upstream, &config);
-    let mut client = python_client(FAIL_CLOSED_CLIENT, port, &upstream);
+        mut gateway,
+    } = broker_away("spool_max_bytes = 20000", "compliance = true");
+    let mut client = pymysql_client(FAIL_CLOSED_CLIENT, port, &upstream);
     let mut stdout = std::io::BufReader::new(client.stdout.take().expect("stdout"));
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).expect("first report");
@@ -558,20 +561,13 @@ fn a_fail_closed_target_refuses_statements_while_the_spool_is_full_and_recovers(
 
 #[test]
 fn a_fail_open_target_goes_on_when_the_spool_is_full_and_records_a_gap_saying_what_was_lost() {
-    let upstream = Upstream::mariadb().expect("mariadb");
-    let mut broker = KafkaBroker::start().expect("broker");
-    broker.create_topic(TOPIC, 2).expect("topic");
-    broker.stop();
-    let (port, metrics_port) = (free_port(), free_port());
-    let config = kafka_config(
+    let BrokerAway {
+        upstream,
+        mut broker,
         port,
-        &upstream,
-        broker.port,
         metrics_port,
-        "spool_max_bytes = 20000",
-        "",
-    );
-    let mut gateway = start_gateway(&upstream, &config);
+        mut gateway,
+    } = broker_away("spool_max_bytes = 20000", "");
     // 200 statements while the broker is away: the spool fills after a few dozen, the client
     // sees no error.
     let script = r"
@@ -587,7 +583,7 @@ cur.execute('SELECT 424242')
 conn.close()
 print('ok', flush=True)
 ";
-    let mut client = python_client(script, port, &upstream);
+    let mut client = pymysql_client(script, port, &upstream);
     let deadline = Instant::now() + Duration::from_mins(1);
     while metrics(metrics_port)["tollgate_recording_lost_events_total"] < 1 {
         if let Ok(Some(status)) = client.try_wait() {
@@ -602,10 +598,7 @@ print('ok', flush=True)
         assert!(Instant::now() < deadline, "the spool never filled");
         std::thread::sleep(Duration::from_millis(100));
     }
-    broker.restart().expect("broker back");
-    if !broker.is_durable() {
-        let _ = broker.create_topic(TOPIC, 2);
-    }
+    bring_back(&mut broker);
     // Wait until the spool drained, then end the session: its next event is the gap.
     let deadline = Instant::now() + Duration::from_mins(1);
     while metrics(metrics_port)["tollgate_recording_spool_bytes"] > 0 {

@@ -14,8 +14,7 @@ use std::{
 };
 
 use tollgate_tests::{
-    DB_PASSWORD_ENV, GATEWAY_PASSWORD, GATEWAY_USER, Gateway, Upstream, free_port,
-    terminated_config, tollgate_bin,
+    DB_PASSWORD_ENV, Gateway, Upstream, free_port, pymysql_client, terminated_config, tollgate_bin,
 };
 
 /// A client that runs `SELECT 'first'`, waits for a line on stdin, runs `SELECT 'second'`
@@ -74,16 +73,7 @@ fn tail_follows_a_live_session_statement_by_statement_until_it_ends() {
         &[(DB_PASSWORD_ENV, upstream.password())],
     )
     .expect("gateway");
-    let mut client = Command::new("python3")
-        .arg("-c")
-        .arg(CLIENT)
-        .arg(port.to_string())
-        .args([GATEWAY_USER, GATEWAY_PASSWORD])
-        .arg(upstream.ca())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("client");
+    let mut client = pymysql_client(CLIENT, port, &upstream);
     let mut ran = String::new();
     BufReader::new(client.stdout.as_mut().expect("stdout"))
         .read_line(&mut ran)

@@ -537,11 +537,16 @@ pub fn parse_long_data(payload: &[u8]) -> Option<LongData<'_>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    /// A `COM_STMT_EXECUTE` with the types sent (new-params-bound 1).
-    fn execute(id: u32, bitmap: &[u8], types: Option<&[(u8, u8)]>, values: &[u8]) -> Vec<u8> {
+    /// A `COM_STMT_EXECUTE` with the types sent (new-params-bound 1, unless `types` is None).
+    pub(crate) fn execute(
+        id: u32,
+        bitmap: &[u8],
+        types: Option<&[(u8, u8)]>,
+        values: &[u8],
+    ) -> Vec<u8> {
         let mut p = vec![0x17];
         p.extend_from_slice(&id.to_le_bytes());
         p.push(0); // no cursor

@@ -312,7 +312,7 @@ fn write_events(
     health: &RecorderHealth,
     fsync_interval: std::time::Duration,
 ) -> Result<(), StoreError> {
-    let fsync = store_fsync(store);
+    let fsync = store.options().fsync;
     let mut last_sync = OffsetDateTime::now_utc();
     // Drain in batches: write everything queued, hand it to the kernel, then pause briefly so
     // that busy sessions queue events without waking this thread for each one (a wake-up per
@@ -361,10 +361,6 @@ fn write_events(
     store.sync()?;
     health.written_end.store(store.end(), Ordering::Relaxed);
     Ok(())
-}
-
-fn store_fsync(store: &Store) -> FsyncPolicy {
-    store.options().fsync
 }
 
 impl RecorderTask {

@@ -579,13 +579,6 @@ pub fn delete_segments_before(dir: &Path, pos: u64) -> Result<usize, StoreError>
     Ok(deleted)
 }
 
-/// Bytes of segment data at or after `pos` (what a reader at `pos` has yet to read), given the
-/// writer's end.
-#[must_use]
-pub fn bytes_after(pos: u64, end: u64) -> u64 {
-    end.saturating_sub(pos)
-}
-
 #[cfg(test)]
 mod tests {
     use uuid::Uuid;

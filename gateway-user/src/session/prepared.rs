@@ -306,26 +306,7 @@ fn bind(p: &mut Prepared, packet: &[u8], recorded: usize, full: bool) -> Vec<Par
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::values::field_type as t;
-
-    fn execute(id: u32, bitmap: &[u8], types: Option<&[(u8, u8)]>, values: &[u8]) -> Vec<u8> {
-        let mut p = vec![0x17];
-        p.extend_from_slice(&id.to_le_bytes());
-        p.push(0);
-        p.extend_from_slice(&1u32.to_le_bytes());
-        p.extend_from_slice(bitmap);
-        match types {
-            Some(types) => {
-                p.push(1);
-                for (t, f) in types {
-                    p.extend_from_slice(&[*t, *f]);
-                }
-            }
-            None => p.push(0),
-        }
-        p.extend_from_slice(values);
-        p
-    }
+    use crate::protocol::values::{field_type as t, tests::execute};
 
     fn long_data(id: u32, param: u16, data: &[u8]) -> Vec<u8> {
         let mut p = vec![0x18];
