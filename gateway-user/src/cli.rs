@@ -64,6 +64,29 @@ pub enum Command {
         #[arg(long)]
         public_out: Option<PathBuf>,
     },
+    /// Keep a searchable index (`SQLite`, full text on SQL) of the recording topic, as a member
+    /// of a consumer group; `sessions list --index` reads it.
+    Index {
+        /// Configuration file (for `[recording.kafka]`).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// The index file (created when missing).
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/var/lib/tollgate/index.sqlite"
+        )]
+        index: PathBuf,
+        /// Consumer group: indexers of one group share the topic's partitions.
+        #[arg(long, default_value = "tollgate-index")]
+        group: String,
+        /// Index up to the end of every assigned partition, then exit.
+        #[arg(long)]
+        once: bool,
+        /// Brokers and topic instead of the configuration's.
+        #[command(flatten)]
+        kafka: KafkaArgs,
+    },
     /// Recorded sessions.
     Sessions {
         /// What to do with them.
@@ -89,6 +112,12 @@ pub enum SessionsCommand {
         /// Which sessions (every filter given must hold).
         #[command(flatten)]
         filter: ListFilter,
+        /// Answer from this index (built by `tollgate index`) instead of the store.
+        #[arg(long, value_name = "PATH")]
+        index: Option<PathBuf>,
+        /// Read the Kafka topic instead of the store (`--since`/`--until` bound what is read).
+        #[command(flatten)]
+        kafka: KafkaArgs,
     },
     /// Show one session: who, where, and each statement with its outcome.
     Show {
@@ -103,6 +132,12 @@ pub enum SessionsCommand {
         /// Print the raw events as JSON lines.
         #[arg(long)]
         json: bool,
+        /// Read the Kafka topic instead of the store.
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// With Kafka: read only the messages of this time range.
+        #[command(flatten)]
+        range: ScanRange,
     },
     /// Export one session: its events as stored (`json`, JSON lines) or a replayable SQL
     /// script (`sql`: the statements in order, each after a comment with its outcome).
@@ -118,6 +153,12 @@ pub enum SessionsCommand {
         /// Read this store directory instead of the configured one.
         #[arg(long)]
         store: Option<PathBuf>,
+        /// Read the Kafka topic instead of the store.
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// With Kafka: read only the messages of this time range.
+        #[command(flatten)]
+        range: ScanRange,
     },
     /// Replay one session in the terminal: each statement and its outcome, at the recorded
     /// pacing divided by `--speed`.
@@ -136,6 +177,12 @@ pub enum SessionsCommand {
         /// Read this store directory instead of the configured one.
         #[arg(long)]
         store: Option<PathBuf>,
+        /// Read the Kafka topic instead of the store.
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        /// With Kafka: read only the messages of this time range.
+        #[command(flatten)]
+        range: ScanRange,
     },
     /// Follow a live session as it is recorded, statement by statement, until it ends.
     Tail {
@@ -172,6 +219,42 @@ pub enum SessionsCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+}
+
+/// `tollgate sessions --kafka`: read the recording topic instead of the store.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KafkaArgs {
+    /// Read the Kafka topic of `[recording.kafka]` in the configuration instead of the store.
+    #[arg(long)]
+    pub kafka: bool,
+    /// Read the topic from these brokers instead (implies --kafka; needs --topic).
+    #[arg(long, value_name = "HOST:PORT[,...]", requires = "topic")]
+    pub brokers: Option<String>,
+    /// The topic to read (with --brokers, or instead of the configured one).
+    #[arg(long, value_name = "TOPIC")]
+    pub topic: Option<String>,
+    /// Print on standard error what was read from each partition (offsets, messages).
+    #[arg(long)]
+    pub stats: bool,
+}
+
+impl KafkaArgs {
+    /// Whether the topic is to be read.
+    #[must_use]
+    pub fn wanted(&self) -> bool {
+        self.kafka || self.brokers.is_some()
+    }
+}
+
+/// `tollgate sessions show|export|replay --kafka --since/--until`: the messages to read.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ScanRange {
+    /// With Kafka: read messages from this time on (RFC 3339, or how long ago: `2h`).
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// With Kafka: read messages up to this time (RFC 3339, or how long ago).
+    #[arg(long, value_name = "TIME")]
+    pub until: Option<String>,
 }
 
 /// The filters of `tollgate sessions list`, as given.

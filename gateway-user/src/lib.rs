@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod identity;
+pub mod index;
 pub mod intercept;
 pub mod metrics;
 pub mod policy;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tollgate::{
-    cli::{Cli, Command, ExportFormat, SessionsCommand},
+    cli::{Cli, Command, ExportFormat, KafkaArgs, ScanRange, SessionsCommand},
     config::Config,
     intercept::join_cgroup,
     recording::{SigningKey, Store, chain},
@@ -82,6 +82,13 @@ fn run(command: Command) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Sessions { command } => sessions_command(command),
+        Command::Index {
+            config,
+            index,
+            group,
+            once,
+            kafka,
+        } => index_topic(&config, &index, group, once, &kafka),
     }
 }
 
@@ -100,8 +107,25 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             store,
             json,
             filter,
+            index,
+            kafka,
         } => {
             let filter = filter.resolve(time::OffsetDateTime::now_utc())?;
+            if let Some(index) = index {
+                anyhow::ensure!(
+                    !json && !kafka.wanted() && store.is_none(),
+                    "--index answers from the index alone: leave out --json, --kafka and --store"
+                );
+                return list_indexed(&index, &filter);
+            }
+            if kafka.wanted() {
+                let range = sessions::kafka::TimeRange {
+                    since: filter.since,
+                    until: filter.until,
+                };
+                let loaded = read_source(&config, store, &kafka, Some(range))?;
+                return print_list(loaded, json, &filter);
+            }
             list_sessions(&store_dir(&config, store)?, json, &filter)
         }
         SessionsCommand::Export {
@@ -109,14 +133,15 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             format,
             config,
             store,
+            kafka,
+            range,
         } => {
-            let store = store_dir(&config, store)?;
-            let events = sessions::events_of(&store, &id)?;
+            let (events, lines) =
+                read_source(&config, store, &kafka, scan_range(&range)?)?.session(&id)?;
             let mut out = std::io::stdout().lock();
             match format {
                 ExportFormat::Json => {
-                    let session = events.first().map(|e| e.session_id).context("no events")?;
-                    for line in sessions::export::json_lines(&store, session)? {
+                    for line in lines {
                         out.write_all(&line)?;
                         out.write_all(b"\n")?;
                     }
@@ -134,12 +159,15 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             step,
             config,
             store,
+            kafka,
+            range,
         } => {
             anyhow::ensure!(
                 speed.is_finite() && speed >= 0.0,
                 "--speed {speed} is not a speed: give a factor such as 1, 2, 0.5, or 0 for no waiting"
             );
-            let events = sessions::events_of(&store_dir(&config, store)?, &id)?;
+            let (events, _) =
+                read_source(&config, store, &kafka, scan_range(&range)?)?.session(&id)?;
             let mut pacer = sessions::replay::TerminalPacer { step };
             sessions::replay::replay(&events, speed, &mut pacer, &mut std::io::stdout().lock())
                 .context("writing the replay")?;
@@ -169,8 +197,11 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             config,
             store,
             json,
+            kafka,
+            range,
         } => {
-            let events = sessions::events_of(&store_dir(&config, store)?, &id)?;
+            let (events, _) =
+                read_source(&config, store, &kafka, scan_range(&range)?)?.session(&id)?;
             if json {
                 for event in &events {
                     println!("{}", serde_json::to_string(event)?);
@@ -181,6 +212,193 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The events of the store, or with `--kafka`/`--brokers` of the topic (`range` bounds what is
+/// read from it); `--stats` prints what was read from each partition.
+fn read_source(
+    config: &Path,
+    store: Option<std::path::PathBuf>,
+    kafka: &KafkaArgs,
+    range: Option<sessions::kafka::TimeRange>,
+) -> anyhow::Result<sessions::Loaded> {
+    let source = if kafka.wanted() {
+        anyhow::ensure!(
+            store.is_none(),
+            "--store and --kafka/--brokers name two sources: give one"
+        );
+        sessions::Source::Kafka(kafka_source(config, kafka)?, range.unwrap_or_default())
+    } else {
+        anyhow::ensure!(
+            range.is_none(),
+            "--since/--until bound what is read from Kafka: add --kafka or --brokers"
+        );
+        sessions::Source::Store(store_dir(config, store)?)
+    };
+    let loaded = source.load()?;
+    if kafka.stats
+        && let sessions::Source::Kafka(source, _) = &source
+    {
+        for read in &loaded.partitions {
+            eprintln!("tollgate: kafka {}: {read}", source.topic);
+        }
+    }
+    if loaded.skipped > 0 {
+        eprintln!(
+            "tollgate: {} unreadable event(s) skipped (torn write after a crash?)",
+            loaded.skipped
+        );
+    }
+    Ok(loaded)
+}
+
+/// The topic to read: `--brokers` and `--topic`, else `[recording.kafka]` of the
+/// configuration (its topic replaced by `--topic` when given).
+fn kafka_source(config: &Path, kafka: &KafkaArgs) -> anyhow::Result<sessions::kafka::KafkaSource> {
+    if let (Some(brokers), Some(topic)) = (&kafka.brokers, &kafka.topic) {
+        return Ok(sessions::kafka::KafkaSource::plain(brokers, topic));
+    }
+    let loaded = Config::load(config)?;
+    let configured = loaded.recording.kafka.as_ref().with_context(|| {
+        format!(
+            "{} has no [recording.kafka]: give --brokers and --topic",
+            config.display()
+        )
+    })?;
+    let mut source = sessions::kafka::KafkaSource::from_config(configured)?;
+    if let Some(topic) = &kafka.topic {
+        source.topic.clone_from(topic);
+    }
+    Ok(source)
+}
+
+/// `show|export|replay --since/--until`: the Kafka messages to read, None when not given.
+fn scan_range(range: &ScanRange) -> anyhow::Result<Option<sessions::kafka::TimeRange>> {
+    let now = time::OffsetDateTime::now_utc();
+    let time = |flag, text: &Option<String>| {
+        text.as_deref()
+            .map(|t| sessions::parse_time(flag, t, now))
+            .transpose()
+    };
+    let range = sessions::kafka::TimeRange {
+        since: time("--since", &range.since)?,
+        until: time("--until", &range.until)?,
+    };
+    Ok((range.since.is_some() || range.until.is_some()).then_some(range))
+}
+
+/// Prints the sessions of `loaded` that pass `filter`: a table, or their events (`--json`).
+fn print_list(
+    loaded: sessions::Loaded,
+    json: bool,
+    filter: &sessions::Filter,
+) -> anyhow::Result<()> {
+    if json {
+        let keep: std::collections::BTreeSet<_> =
+            filter.sessions(&loaded.events).into_iter().collect();
+        let mut out = std::io::stdout().lock();
+        for (event, line) in loaded.events.iter().zip(&loaded.lines) {
+            if keep.contains(&event.session_id) {
+                out.write_all(line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        return Ok(out.flush()?);
+    }
+    print!(
+        "{}",
+        sessions::render_table(&sessions::list_events(loaded.events, filter))
+    );
+    Ok(())
+}
+
+/// `tollgate index`: runs the indexer until SIGINT/SIGTERM (or, `--once`, the topic's end),
+/// then says what it indexed.
+fn index_topic(
+    config: &Path,
+    index: &Path,
+    group: String,
+    once: bool,
+    kafka: &KafkaArgs,
+) -> anyhow::Result<()> {
+    let source = kafka_source(config, kafka)?;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if !once {
+        // The signals are blocked here (librdkafka's threads block them too) and taken by one
+        // thread that asks the indexer to stop after its current batch.
+        let signals = nix::sys::signal::SigSet::from_iter([
+            nix::sys::signal::Signal::SIGINT,
+            nix::sys::signal::Signal::SIGTERM,
+        ]);
+        signals
+            .thread_block()
+            .context("blocking SIGINT and SIGTERM")?;
+        let flag = std::sync::Arc::clone(&stop);
+        std::thread::Builder::new()
+            .name("tollgate-signals".into())
+            .spawn(move || {
+                if signals.wait().is_ok() {
+                    tracing::info!("shutdown requested");
+                    flag.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+            .context("starting the signal thread")?;
+    }
+    if let Some(parent) = index.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    let mut db = tollgate::index::IndexDb::open(index)?;
+    let options = tollgate::index::IndexerOptions {
+        source,
+        group,
+        once,
+    };
+    let run = tollgate::index::run(&mut db, &options, &stop)?;
+    for (partition, messages) in &run.messages {
+        eprintln!(
+            "tollgate: index {}: partition {partition}: {messages} message(s) indexed",
+            options.source.topic
+        );
+    }
+    eprintln!(
+        "tollgate: index {}: {} session(s) in {}; partitions assigned {:?}{}",
+        options.source.topic,
+        db.session_count()?,
+        index.display(),
+        run.assigned,
+        if run.skipped > 0 {
+            format!("; {} message(s) that are not events skipped", run.skipped)
+        } else {
+            String::new()
+        }
+    );
+    Ok(())
+}
+
+/// `tollgate sessions list --index`: the sessions from the index, with a warning when the
+/// index was behind the topic at its last update or has not been updated for a while.
+fn list_indexed(index: &Path, filter: &sessions::Filter) -> anyhow::Result<()> {
+    /// An index not updated for this long may miss recent sessions.
+    const STALE_SECS: i64 = 300;
+    let db = tollgate::index::IndexDb::open_existing(index)?;
+    let lag = db.lag()?;
+    match lag.age_secs {
+        None => eprintln!(
+            "tollgate: warning: {} was never updated from the topic: run `tollgate index`",
+            index.display()
+        ),
+        Some(age) if lag.messages > 0 || age > STALE_SECS => eprintln!(
+            "tollgate: warning: {} is {} message(s) behind the topic as of its last update {} ago: \
+             run `tollgate index` (or check that it runs)",
+            index.display(),
+            lag.messages,
+            humantime::format_duration(std::time::Duration::from_secs(age.unsigned_abs()))
+        ),
+        Some(_) => {}
+    }
+    print!("{}", sessions::render_table(&db.list(filter)?));
+    Ok(())
 }
 
 /// The store to read: `--store`, else the configuration's `recording.store`.

@@ -1,6 +1,11 @@
-//! `tollgate sessions`: reading recorded sessions back from the embedded store.
+//! `tollgate sessions`: reading recorded sessions back from the embedded store or, through
+//! [`Source`], from the Kafka topic ([`kafka`]).
 
-use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
 
 use uuid::Uuid;
 
@@ -8,6 +13,7 @@ use crate::recording::{EventKind, RecordedEvent, SessionEnded, SessionStarted, S
 
 pub mod export;
 pub mod filter;
+pub mod kafka;
 pub mod replay;
 pub mod tail;
 
@@ -34,15 +40,114 @@ pub struct SessionSummary {
 /// sessions that pass `filter`; the second value counts unreadable lines.
 pub fn list(dir: &Path, filter: &Filter) -> Result<(Vec<SessionSummary>, usize), StoreError> {
     let (events, skipped) = Store::read_all(dir)?;
+    Ok((list_events(events, filter), skipped))
+}
+
+/// Groups `events` by session, oldest first, keeping the sessions that pass `filter`.
+#[must_use]
+pub fn list_events(events: Vec<RecordedEvent>, filter: &Filter) -> Vec<SessionSummary> {
     if filter.is_empty() {
-        return Ok((summarize(events), skipped));
+        return summarize(events);
     }
     let keep: std::collections::BTreeSet<Uuid> = filter.sessions(&events).into_iter().collect();
     let events = events
         .into_iter()
         .filter(|e| keep.contains(&e.session_id))
         .collect();
-    Ok((summarize(events), skipped))
+    summarize(events)
+}
+
+/// Where `tollgate sessions` reads events from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// The embedded store in this directory.
+    Store(PathBuf),
+    /// The recording topic, only the messages of a time range.
+    Kafka(kafka::KafkaSource, kafka::TimeRange),
+}
+
+/// Events read from a [`Source`].
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every event once, in the order read.
+    pub events: Vec<RecordedEvent>,
+    /// Each event's line as stored (or as shipped), beside [`Loaded::events`].
+    pub lines: Vec<Vec<u8>>,
+    /// Lines or messages that are not events.
+    pub skipped: usize,
+    /// Kafka only: what was read from each partition.
+    pub partitions: Vec<kafka::PartitionRead>,
+}
+
+/// Why a [`Source`] could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The topic could not be read.
+    #[error(transparent)]
+    Kafka(#[from] kafka::KafkaReadError),
+}
+
+impl Source {
+    /// Reads every event of the source (duplicates from Kafka dropped by event id).
+    pub fn load(&self) -> Result<Loaded, SourceError> {
+        let (lines, partitions) = match self {
+            Self::Store(dir) => (Store::read_lines(dir)?, Vec::new()),
+            Self::Kafka(source, range) => {
+                let (messages, partitions) = kafka::read(source, *range)?;
+                (
+                    messages.into_iter().map(|m| m.payload).collect(),
+                    partitions,
+                )
+            }
+        };
+        let mut loaded = Loaded {
+            partitions,
+            ..Loaded::default()
+        };
+        let mut seen = std::collections::HashSet::new();
+        for line in lines {
+            match serde_json::from_slice::<RecordedEvent>(&line) {
+                Ok(event) => {
+                    if seen.insert(event.id) {
+                        loaded.events.push(event);
+                        loaded.lines.push(line);
+                    }
+                }
+                Err(_) => loaded.skipped += 1,
+            }
+        }
+        Ok(loaded)
+    }
+}
+
+impl Loaded {
+    /// The session `id` (full or a unique prefix) picks: its events and their lines, in order.
+    pub fn session(self, id: &str) -> Result<(Vec<RecordedEvent>, Vec<Vec<u8>>), ShowError> {
+        let session = pick(self.events.iter().map(|e| e.session_id), id)?;
+        Ok(self
+            .events
+            .into_iter()
+            .zip(self.lines)
+            .filter(|(e, _)| e.session_id == session)
+            .unzip())
+    }
+}
+
+/// The one session among `ids` whose id starts with `id`.
+fn pick(ids: impl Iterator<Item = Uuid>, id: &str) -> Result<Uuid, ShowError> {
+    let ids: std::collections::BTreeSet<Uuid> =
+        ids.filter(|sid| sid.to_string().starts_with(id)).collect();
+    match ids.len() {
+        0 => Err(ShowError::Unknown(id.to_owned())),
+        1 => ids
+            .into_iter()
+            .next()
+            .ok_or_else(|| ShowError::Unknown(id.to_owned())),
+        n => Err(ShowError::Ambiguous(id.to_owned(), n)),
+    }
 }
 
 fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
@@ -75,19 +180,7 @@ fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
 /// Every event of one session, in order; the id may be given in full or as a unique prefix.
 pub fn events_of(dir: &Path, id: &str) -> Result<Vec<RecordedEvent>, ShowError> {
     let (events, _) = Store::read_all(dir)?;
-    let ids: std::collections::BTreeSet<Uuid> = events
-        .iter()
-        .map(|e| e.session_id)
-        .filter(|sid| sid.to_string().starts_with(id))
-        .collect();
-    let session = match ids.len() {
-        0 => return Err(ShowError::Unknown(id.to_owned())),
-        1 => ids
-            .into_iter()
-            .next()
-            .ok_or_else(|| ShowError::Unknown(id.to_owned()))?,
-        n => return Err(ShowError::Ambiguous(id.to_owned(), n)),
-    };
+    let session = pick(events.iter().map(|e| e.session_id), id)?;
     Ok(events
         .into_iter()
         .filter(|e| e.session_id == session)
@@ -100,6 +193,9 @@ pub enum ShowError {
     /// The store could not be read.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The source could not be read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     /// No session id starts with this.
     #[error("no recorded session matches {0:?}: `tollgate sessions list` shows the ids")]
     Unknown(String),

@@ -214,6 +214,30 @@ fn session_key(line: &[u8]) -> Option<String> {
         .map(|key| key.session_id.to_string())
 }
 
+/// The SASL password of `[recording.kafka]`, from its file or environment variable, if any;
+/// shared by the shipper and the readers of the topic (`sessions --kafka`, `tollgate index`).
+pub fn sasl_password(config: &KafkaConfig) -> Result<Option<String>, KafkaSinkError> {
+    Ok(
+        match (&config.sasl_password_file, &config.sasl_password_env) {
+            (Some(file), _) => Some(
+                std::fs::read_to_string(file)
+                    .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
+                    .map_err(|e| KafkaSinkError::Password {
+                        what: file.display().to_string(),
+                        detail: e.to_string(),
+                    })?,
+            ),
+            (None, Some(var)) => {
+                Some(std::env::var(var).map_err(|e| KafkaSinkError::Password {
+                    what: format!("${var}"),
+                    detail: e.to_string(),
+                })?)
+            }
+            (None, None) => None,
+        },
+    )
+}
+
 /// The librdkafka settings: the operator's, then the ones delivery safety depends on.
 fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSinkError> {
     let mut client = ClientConfig::new();
@@ -226,21 +250,7 @@ fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSinkError> {
     for (key, value) in &config.client {
         client.set(key, value);
     }
-    let password = match (&config.sasl_password_file, &config.sasl_password_env) {
-        (Some(file), _) => Some(
-            std::fs::read_to_string(file)
-                .map(|text| text.trim_end_matches(['\r', '\n']).to_owned())
-                .map_err(|e| KafkaSinkError::Password {
-                    what: file.display().to_string(),
-                    detail: e.to_string(),
-                })?,
-        ),
-        (None, Some(var)) => Some(std::env::var(var).map_err(|e| KafkaSinkError::Password {
-            what: format!("${var}"),
-            detail: e.to_string(),
-        })?),
-        (None, None) => None,
-    };
+    let password = sasl_password(config)?;
     if let Some(password) = password {
         client.set("sasl.password", password);
     }
