@@ -87,6 +87,16 @@ pub enum Command {
         #[command(flatten)]
         kafka: KafkaArgs,
     },
+    /// Serve the web viewer of recorded sessions (the `[admin]` section's sign-in) over the
+    /// configured store, without the gateway.
+    Ui {
+        /// Configuration file (for `[admin]` and recording.store).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// Listen here instead of `admin.listen`.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Recorded sessions.
     Sessions {
         /// What to do with them.

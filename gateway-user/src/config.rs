@@ -13,8 +13,10 @@ use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
+mod admin;
 mod recording;
 
+pub use admin::{AdminConfig, AdminOidcConfig};
 pub use recording::{
     DEFAULT_STORE, FsyncPolicy, KafkaCompression, KafkaConfig, RecordingConfig, RecordingFailure,
 };
@@ -40,6 +42,9 @@ pub struct Config {
     /// The Prometheus metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The admin listener: the web viewer of recorded sessions (`tollgate ui` serves it too).
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
     /// The protected databases. A connect to one of them from the managed cgroup lands in the
     /// gateway.
     pub targets: Vec<TargetConfig>,
@@ -594,6 +599,9 @@ impl Config {
         self.validate_targets()?;
         self.validate_fallback()?;
         self.validate_logins()?;
+        if let Some(admin) = &self.admin {
+            admin.validate(&self.oidc)?;
+        }
         if !self.interception.cgroup.is_absolute() {
             return Err(Invalid::new(
                 0,

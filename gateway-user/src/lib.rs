@@ -6,6 +6,7 @@
 //! [`upstream`] dials the database; [`protocol`] holds MySQL wire encodings; [`recording`]
 //! writes session events to the embedded store, which [`sessions`] reads back.
 
+pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;

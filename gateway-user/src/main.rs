@@ -89,7 +89,23 @@ fn run(command: Command) -> anyhow::Result<()> {
             once,
             kafka,
         } => index_topic(&config, &index, group, once, &kafka),
+        Command::Ui { config, listen } => ui(&config, listen),
     }
+}
+
+/// `tollgate ui`: the web viewer alone, until SIGINT/SIGTERM.
+fn ui(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(cancel_on_signal(shutdown.clone()));
+        tollgate::admin::run_standalone(&config, listen, shutdown).await
+    })?;
+    Ok(())
 }
 
 /// `tollgate sessions ...`.

@@ -47,6 +47,9 @@ pub enum ServeError {
         /// The bind error.
         source: std::io::Error,
     },
+    /// The admin listener (web viewer) could not start.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
     /// The recording signing key could not be loaded.
     #[error("recording.signing_key: {0}")]
     SigningKey(#[from] KeyError),
@@ -237,12 +240,16 @@ pub async fn run(
     Ok(())
 }
 
-/// Starts the metrics endpoint when configured (it stops at `shutdown`).
+/// Starts the metrics endpoint and the admin listener (web viewer) when configured (they
+/// stop at `shutdown`). The admin listener serves `/metrics` too when `[metrics]` has no
+/// listener of its own.
 async fn start_metrics(
     config: &Config,
     recorder: &Recorder,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
+    let metrics_on_admin = config.metrics.listen.is_none().then(|| recorder.health());
+    crate::admin::start(config, metrics_on_admin, shutdown).await?;
     let Some(addr) = config.metrics.listen else {
         return Ok(());
     };

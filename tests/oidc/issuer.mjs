@@ -12,7 +12,9 @@
 //  - the authorization-code flow with PKCE and the device flow (RFC 8628) for the public native
 //    client tollgate-cli (any loopback port for http://127.0.0.1/callback; refresh tokens are
 //    issued to it), logged in through devInteractions (any subject as login, any password);
-//    tests/oidc/browser.py walks those pages like a user would.
+//    tests/oidc/browser.py walks those pages like a user would;
+//  - the same authorization-code flow for the public client tollgate-viewer (Tollgate's web
+//    viewer, http://127.0.0.1:ANY/oidc/callback), driven by chromium in tests/ui/viewer.mjs.
 //
 // Test-only endpoints (never in a real issuer):
 //  - POST /test/access-ttl?seconds=N: JWT access tokens issued from now on live N seconds.
@@ -81,6 +83,13 @@ function makeProvider(signingKey) {
         grant_types: ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'],
         response_types: ['code'], redirect_uris: ['http://127.0.0.1/callback'],
         scope: 'openid email groups offline_access api:read',
+      },
+      {
+        // Tollgate's web viewer (tests/tests/web_ui.rs): a public client with PKCE, any
+        // loopback port for http://127.0.0.1/oidc/callback.
+        client_id: 'tollgate-viewer', application_type: 'native', token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'], response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/oidc/callback'], scope: 'openid email groups',
       },
       {
         client_id: 'test-app', client_secret: 'test-app-secret', token_endpoint_auth_method: 'client_secret_post',
