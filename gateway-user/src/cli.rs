@@ -209,6 +209,42 @@ pub enum SessionsCommand {
         #[arg(long)]
         store: Option<PathBuf>,
     },
+    /// End a live session wherever it runs (every replica reads the Kafka control topic; the
+    /// gateway on this host without Kafka), optionally locking its identity for a while.
+    Kill {
+        /// Session id, or a unique prefix of it.
+        id: String,
+        /// Also lock the session's identity for this long (e.g. `1h`): its other live
+        /// sessions end and its logins are refused until then.
+        #[arg(long, value_parser = humantime::parse_duration, value_name = "DURATION")]
+        lock: Option<std::time::Duration>,
+        /// Why, recorded with the session's end and shown to the client.
+        #[arg(long)]
+        reason: Option<String>,
+        /// Only the gateway on this host (its control socket), even with Kafka configured.
+        #[arg(long)]
+        local: bool,
+        /// How long to wait for the replicas to answer over Kafka.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+        wait: std::time::Duration,
+        /// Configuration file (for the control socket and `[recording.kafka]`).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Lift a lock that `sessions kill --lock` set on an identity.
+    Unlock {
+        /// The identity.
+        identity: String,
+        /// Only the gateway on this host (its control socket), even with Kafka configured.
+        #[arg(long)]
+        local: bool,
+        /// How long to collect the replicas' answers over Kafka.
+        #[arg(long, value_parser = humantime::parse_duration, default_value = "3s")]
+        wait: std::time::Duration,
+        /// Configuration file (for the control socket and `[recording.kafka]`).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
     /// Check the hash chains and signatures: exits non-zero, with one line per problem, when
     /// an event was edited, dropped or reordered or a signature is missing or bad.
     Verify {

@@ -42,6 +42,9 @@ pub struct Config {
     /// The Prometheus metrics endpoint.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The control socket (`tollgate sessions kill` on this host).
+    #[serde(default)]
+    pub control: ControlConfig,
     /// The admin listener: the web viewer of recorded sessions (`tollgate ui` serves it too).
     #[serde(default)]
     pub admin: Option<AdminConfig>,
@@ -286,6 +289,26 @@ impl Default for InterceptionConfig {
 
 fn default_cgroup() -> PathBuf {
     PathBuf::from(DEFAULT_CGROUP)
+}
+
+/// `[control]`: how `tollgate sessions kill` reaches this gateway on its own host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlConfig {
+    /// The control socket (mode 0600); by default `control.sock` in the recording store.
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
+}
+
+impl Config {
+    /// Where the control socket is.
+    #[must_use]
+    pub fn control_socket(&self) -> PathBuf {
+        self.control
+            .socket
+            .clone()
+            .unwrap_or_else(|| self.recording.store.join("control.sock"))
+    }
 }
 
 /// `[metrics]`

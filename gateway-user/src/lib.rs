@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod identity;
 pub mod index;
 pub mod intercept;

@@ -108,9 +108,47 @@ fn ui(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `tollgate sessions kill|unlock`: orders to the live gateways.
+fn control_command(command: SessionsCommand) -> anyhow::Result<()> {
+    use tollgate::control::order::{self, Channel};
+    let channel = |local| if local { Channel::Local } else { Channel::Auto };
+    match command {
+        SessionsCommand::Kill {
+            id,
+            lock,
+            reason,
+            local,
+            wait,
+            config,
+        } => {
+            let config = Config::load(&config)?;
+            let done = order::kill(&config, &id, lock, reason, channel(local), wait)?;
+            println!("{done}");
+            Ok(())
+        }
+        SessionsCommand::Unlock {
+            identity,
+            local,
+            wait,
+            config,
+        } => {
+            let config = Config::load(&config)?;
+            println!(
+                "{}",
+                order::unlock(&config, &identity, channel(local), wait)?
+            );
+            Ok(())
+        }
+        other => anyhow::bail!("not a control order: {other:?}"),
+    }
+}
+
 /// `tollgate sessions ...`.
 fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
     match command {
+        command @ (SessionsCommand::Kill { .. } | SessionsCommand::Unlock { .. }) => {
+            control_command(command)
+        }
         SessionsCommand::Verify {
             id,
             all: _,

@@ -181,14 +181,16 @@ pub async fn run(
     };
 
     start_metrics(&config, &recorder, &shutdown).await?;
+    let (instance, live_sessions) = start_control(&config, &shutdown);
     let abort = CancellationToken::new();
     let ctx = SessionContext {
         config: Arc::clone(&config),
         flows: interceptor.as_ref().map(Interceptor::flows),
         recorder,
-        gateway_instance: gateway_instance().into(),
+        gateway_instance: instance,
         abort: abort.clone(),
         logins,
+        live: live_sessions,
     };
     tracing::info!(
         listeners = ?bound,
@@ -257,6 +259,33 @@ async fn start_metrics(
         .await
         .map(drop)
         .map_err(|source| ServeError::Metrics { addr, source })
+}
+
+/// Names this replica and starts the control socket and, with Kafka, the reader of the
+/// control topic (both stop at `shutdown`) for its live sessions. Neither is needed to relay
+/// and record, so a failure is a log line.
+fn start_control(
+    config: &Config,
+    shutdown: &CancellationToken,
+) -> (Arc<str>, crate::control::LiveSessions) {
+    let instance: Arc<str> = gateway_instance().into();
+    let live = crate::control::LiveSessions::new();
+    let socket = config.control_socket();
+    if let Err(error) = crate::control::socket::serve(&socket, live.clone(), shutdown.clone()) {
+        tracing::warn!(%error, "`tollgate sessions kill` on this host will not reach this gateway");
+    }
+    if let Some(kafka) = &config.recording.kafka {
+        let started = crate::control::kafka::start(
+            kafka,
+            instance.to_string(),
+            live.clone(),
+            shutdown.clone(),
+        );
+        if let Err(error) = started {
+            tracing::warn!(%error, "kill orders from other replicas will not reach this gateway");
+        }
+    }
+    (instance, live)
 }
 
 async fn accept_loop(

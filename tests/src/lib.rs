@@ -612,6 +612,12 @@ impl Gateway {
         }
     }
 
+    /// The gateway's process id (the `pid` of its `host/pid` instance name).
+    #[must_use]
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// Every recorded event (JSON) in the store.
     #[must_use]
     pub fn recorded_events(&self) -> Vec<Value> {

@@ -91,6 +91,10 @@ pub struct KafkaConfig {
     /// `tollgate sessions` on this host). By default they are deleted: Kafka is the record.
     #[serde(default)]
     pub keep_shipped: bool,
+    /// The topic of control orders (`tollgate sessions kill`) that every replica reads; by
+    /// default the topic's name with `.control` after it.
+    #[serde(default)]
+    pub control_topic: Option<String>,
 }
 
 /// Compression codec of the Kafka producer.

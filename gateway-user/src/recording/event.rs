@@ -515,6 +515,8 @@ pub enum EndReason {
     Error,
     /// The gateway shut down while the session was live.
     Shutdown,
+    /// An operator ended it (`tollgate sessions kill`); the detail says who and why.
+    Killed,
 }
 
 impl RecordedEvent {

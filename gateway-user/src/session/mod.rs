@@ -54,6 +54,8 @@ pub struct SessionContext {
     pub abort: CancellationToken,
     /// What terminating logins needs, when some target has a `login`.
     pub logins: Option<Arc<LoginContext>>,
+    /// The live sessions, for kill orders, and the identity locks.
+    pub live: crate::control::LiveSessions,
 }
 
 /// What the gateway needs to terminate logins.
@@ -192,6 +194,7 @@ pub async fn serve(
     let started_record = RecordedEvent::now(session_id, EventKind::SessionStarted(started_event));
 
     // 3. login: terminated by the gateway for targets with a `login`, relayed otherwise
+    let registration = ctx.live.register(session_id);
     let Some(mut relay) = login_phase(
         &ctx,
         client,
@@ -205,7 +208,24 @@ pub async fn serve(
     else {
         return;
     };
-    let (reason, detail) = tokio::select! {
+    if let Some(identity) = relay.identity_name() {
+        registration.set_identity(identity);
+    }
+    let (reason, detail) = relay_to_the_end(&ctx, &mut relay, &registration, session_id).await;
+    drop(registration);
+    let (from_client, from_upstream) = relay.bytes();
+    let totals = Some((from_client, from_upstream, relay.statements()));
+    record_end(&ctx, session_id, started, reason, detail, totals).await;
+}
+
+/// Relays until the session ends: closed, failed, the gateway's shutdown, or killed.
+async fn relay_to_the_end(
+    ctx: &SessionContext,
+    relay: &mut relay::Relay<'_>,
+    registration: &crate::control::Registration,
+    session_id: Uuid,
+) -> (EndReason, Option<String>) {
+    tokio::select! {
         end = relay.run(ctx.config.limits.login_timeout) => match end {
             RelayEnd::Closed => (EndReason::Closed, None),
             RelayEnd::LoginRefused(error) => (
@@ -218,10 +238,13 @@ pub async fn serve(
             }
         },
         () = ctx.abort.cancelled() => (EndReason::Shutdown, None),
-    };
-    let (from_client, from_upstream) = relay.bytes();
-    let totals = Some((from_client, from_upstream, relay.statements()));
-    record_end(&ctx, session_id, started, reason, detail, totals).await;
+        order = registration.killed() => {
+            let detail = order.describe();
+            tracing::info!(%session_id, "session {detail}");
+            relay.tell_killed(&detail).await;
+            (EndReason::Killed, Some(detail))
+        }
+    }
 }
 
 /// What terminating logins needs, and the policy of the target at `target_index`, when the
@@ -283,6 +306,7 @@ async fn login_phase<'c>(
             .and_then(|p| crate::identity::kernel_identity(&ctx.config, p)),
         timeout: ctx.config.limits.login_timeout,
         session_id,
+        locks: &ctx.live,
     };
     let login = terminate::login(client, server, setup).await;
     match login {

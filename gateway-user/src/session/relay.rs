@@ -152,6 +152,9 @@ pub(super) enum RelayError {
     /// The client broke off re-authenticating (`COM_CHANGE_USER`).
     #[error("client re-authentication failed: {0}")]
     Reauthentication(String),
+    /// An operator ended the session (`tollgate sessions kill`).
+    #[error("session {0}")]
+    Killed(String),
 }
 
 /// Both legs of one session and what the relay tracks about them.
@@ -284,6 +287,19 @@ impl<'r> Relay<'r> {
         }
     }
 
+    /// The identity the client proved (terminated logins).
+    #[must_use]
+    pub fn identity_name(&self) -> Option<&str> {
+        self.identity.as_ref().map(|i| i.name.as_str())
+    }
+
+    /// Tells the client an operator ended the session (`detail`: by whom and why).
+    pub async fn tell_killed(&mut self, detail: &str) {
+        self.tell_client(&RelayError::Killed(detail.to_owned()))
+            .await;
+        let _ = self.client.flush().await;
+    }
+
     /// The one place a relay failure becomes what the client reads.
     async fn tell_client(&mut self, error: &RelayError) {
         let packet = match error {
@@ -310,6 +326,10 @@ impl<'r> Relay<'r> {
             // As MySQL 8 does for wait_timeout: an unsolicited error, then the connection closes.
             RelayError::SessionLimit(_) => {
                 ErrPacket::new(4031, format!("Tollgate: {error}")).with_sql_state(*b"HY000")
+            }
+            // ER_CONNECTION_KILLED, as the server's own KILL says it.
+            RelayError::Killed(_) => {
+                ErrPacket::new(1927, format!("Tollgate: {error}")).with_sql_state(*b"70100")
             }
             RelayError::Upstream(_)
             | RelayError::UpstreamClosed

@@ -140,6 +140,8 @@ pub struct LoginSetup<'a> {
     pub timeout: Duration,
     /// The session, for log lines.
     pub session_id: uuid::Uuid,
+    /// Identity locks (`tollgate sessions kill --lock`): a locked identity is refused.
+    pub locks: &'a crate::control::LiveSessions,
 }
 
 /// When the login must be over, and the limit that set it (for messages).
@@ -193,6 +195,7 @@ pub async fn login(
 
     let (greeting, offered) = greet(&mut client, &mut server, &setup, deadline).await?;
     let (mut client, login, identity) = client_login(client, &setup, deadline).await?;
+    refuse_locked(&mut client, &setup, &login, &identity).await?;
     let grant = apply_policy(&mut client, &setup, &login, &identity).await?;
 
     let compression = Algorithm::negotiate(login.capabilities, offered, login.zstd_level);
@@ -285,6 +288,33 @@ pub async fn login(
         local_infile: setup.local_infile,
         client_attributes: login.attributes,
         kernel_identity: setup.kernel_identity.clone(),
+    })
+}
+
+/// Refuses an identity an operator locked (`tollgate sessions kill --lock`), with 1045.
+async fn refuse_locked(
+    client: &mut Leg<ClientStream>,
+    setup: &LoginSetup<'_>,
+    login: &handshake::ClientLogin,
+    identity: &Identity,
+) -> Result<(), LoginError> {
+    let Some(lock) = setup.locks.locked(&identity.name) else {
+        return Ok(());
+    };
+    let reason = lock.describe();
+    let message = format!(
+        "Access denied for user '{}' (Tollgate: {reason})",
+        login.user
+    );
+    send_err(
+        client,
+        &ErrPacket::new(1045, message).with_sql_state(*b"28000"),
+    )
+    .await;
+    Err(LoginError::Refused {
+        user: login.user.clone(),
+        reason,
+        denied: None,
     })
 }
 
