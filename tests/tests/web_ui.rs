@@ -11,6 +11,7 @@
 )]
 
 use std::{
+    fmt::Write as _,
     io::{Read as _, Write as _},
     os::unix::fs::PermissionsExt as _,
     process::{Command, Stdio},
@@ -36,7 +37,7 @@ fn http(port: u16, path: &str, headers: &[(&str, &str)]) -> (u16, String, String
     let mut request =
         format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n");
     for (name, value) in headers {
-        request.push_str(&format!("{name}: {value}\r\n"));
+        let _ = write!(request, "{name}: {value}\r\n");
     }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).expect("send");
@@ -295,7 +296,7 @@ audiences = ["urn:test:api"]
     assert!(all.contains(&recorded) && all.contains(&other), "{all:?}");
     assert_eq!(
         strings(&report["filtered_sessions"]),
-        [recorded.clone()],
+        std::slice::from_ref(&recorded),
         "contains=FRUIT: {report}"
     );
     let bad = report["bad_filter"].as_str().expect("bad filter message");
@@ -409,7 +410,7 @@ audiences = ["urn:test:api"]
                 .as_array()
                 .expect("recorded rows")
                 .iter()
-                .flat_map(|row| strings(row))
+                .flat_map(strings)
                 .collect();
             assert_eq!(cells, ["1", "apple", "2", "<b>kiwi</b>"]);
             assert_eq!(strings(&response["cells"]), cells, "{response}");

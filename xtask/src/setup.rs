@@ -35,6 +35,8 @@ const TEST_PACKAGES: &[&str] = &[
     "sysbench",
     // mysqlclient (`MySQLdb`) for Debian's /usr/bin/python3, a client of the compatibility tests.
     "python3-mysqldb",
+    // Headless browser for the web viewer test (driven by playwright-core, tests/ui).
+    "chromium",
 ];
 /// Where the MySQL 9 chroot for the second-upstream tests lives (shared by every checkout).
 const MYSQL9_CHROOT: &str = "/var/cache/tollgate-tests/mysql9";
@@ -86,6 +88,7 @@ pub fn all_but_the_durable_broker() -> anyhow::Result<()> {
     python_clients()?;
     node_clients()?;
     oidc_issuer()?;
+    viewer_browser_driver()?;
     mysql9()?;
     bpf_linker()?;
     debian_toolchain()
@@ -135,6 +138,12 @@ fn node_clients() -> anyhow::Result<()> {
 /// `npm ci` of the test OIDC issuer (`oidc-provider`) in `tests/oidc`, when not installed yet.
 fn oidc_issuer() -> anyhow::Result<()> {
     npm_ci("tests/oidc", "oidc-provider", "the test OIDC issuer")
+}
+
+/// `npm ci` of playwright-core in `tests/ui` (it drives Debian's chromium; no browser is
+/// downloaded), when not installed yet.
+fn viewer_browser_driver() -> anyhow::Result<()> {
+    npm_ci("tests/ui", "playwright-core", "the viewer test driver")
 }
 
 /// `npm ci` in `dir` unless its `package` is installed already; `what` names it in messages.
