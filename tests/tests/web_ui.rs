@@ -254,6 +254,31 @@ audiences = ["urn:test:api"]
     let (status, _, body) = http(viewer_port, "/metrics", &[]);
     assert_eq!(status, 200);
     assert!(body.contains("tollgate_"), "{body}");
+    // Filters through the query string, as the list form sends them.
+    let auth = [("Authorization", bearer.as_str())];
+    let (status, _, body) = http(viewer_port, "/sessions?kind=refused&since=1h", &auth);
+    assert_eq!(status, 200);
+    assert!(body.contains(&recorded) && !body.contains(&other), "{body}");
+    let (status, _, body) = http(viewer_port, "/sessions?user=bob", &auth);
+    assert_eq!(status, 200);
+    assert!(
+        !body.contains(&recorded) && body.contains("0 session(s)"),
+        "{body}"
+    );
+    let (status, _, body) = http(viewer_port, "/sessions?kind=drop", &auth);
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("kind &quot;drop&quot; is not a statement kind"),
+        "{body}"
+    );
+    for bad in [
+        "/sessions/not-a-uuid",
+        "/sessions/..%2F..%2Fetc/replay",
+        "/nowhere",
+    ] {
+        let (status, _, body) = http(viewer_port, bad, &auth);
+        assert_eq!(status, 404, "{bad}: {body}");
+    }
 
     // The browser.
     let screenshot = workspace_root().join("target/web-ui/replay.png");

@@ -507,6 +507,31 @@ mod tests {
     }
 
     #[test]
+    fn secret_files_must_be_private_and_not_empty() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("token");
+        std::fs::write(&path, "  s3cret\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        let error = read_secret_file("admin.token_file", &path)
+            .expect_err("readable by others")
+            .to_string();
+        assert!(
+            error.starts_with("admin.token_file ") && error.contains("chmod 600"),
+            "{error}"
+        );
+        assert!(!error.contains("s3cret"), "{error}");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let secret = read_secret_file("admin.token_file", &path).expect("private");
+        assert_eq!(secret.expose(), "s3cret");
+        std::fs::write(&path, "\n").expect("write");
+        let error = read_secret_file("admin.token_file", &path)
+            .expect_err("empty")
+            .to_string();
+        assert!(error.contains("is empty"), "{error}");
+    }
+
+    #[test]
     fn secrets_compare_whole() {
         assert!(constant_time_eq(b"s3cret", b"s3cret"));
         assert!(!constant_time_eq(b"s3cret", b"s3cre"));
