@@ -14,7 +14,8 @@
 //    issued to it), logged in through devInteractions (any subject as login, any password);
 //    tests/oidc/browser.py walks those pages like a user would;
 //  - the same authorization-code flow for the public client tollgate-viewer (Tollgate's web
-//    viewer, http://127.0.0.1:ANY/oidc/callback), driven by chromium in tests/ui/viewer.mjs.
+//    viewer, http://127.0.0.1:ANY/oidc/callback), driven by chromium in tests/ui/viewer.mjs,
+//    and for the confidential tollgate-viewer-confidential (secret viewer-secret-8f2e).
 //
 // Test-only endpoints (never in a real issuer):
 //  - POST /test/access-ttl?seconds=N: JWT access tokens issued from now on live N seconds.
@@ -88,6 +89,14 @@ function makeProvider(signingKey) {
         // Tollgate's web viewer (tests/tests/web_ui.rs): a public client with PKCE, any
         // loopback port for http://127.0.0.1/oidc/callback.
         client_id: 'tollgate-viewer', application_type: 'native', token_endpoint_auth_method: 'none',
+        grant_types: ['authorization_code'], response_types: ['code'],
+        redirect_uris: ['http://127.0.0.1/oidc/callback'], scope: 'openid email groups',
+      },
+      {
+        // The same as a confidential client (client_secret_post), for `[admin.oidc]
+        // client_secret_file`.
+        client_id: 'tollgate-viewer-confidential', client_secret: 'viewer-secret-8f2e',
+        application_type: 'native', token_endpoint_auth_method: 'client_secret_post',
         grant_types: ['authorization_code'], response_types: ['code'],
         redirect_uris: ['http://127.0.0.1/oidc/callback'], scope: 'openid email groups',
       },

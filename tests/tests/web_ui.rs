@@ -88,6 +88,27 @@ fn session(gateway: &Gateway, port: u16, upstream: &Upstream, sql: &str, session
     }
 }
 
+/// Runs `tests/ui/viewer.mjs` against the viewer at 127.0.0.1:`port` with `env`; its report.
+/// `context` is added to the failure message (e.g. the gateway's log).
+fn drive_browser(port: u16, env: &[(&str, &str)], context: &dyn Fn() -> String) -> Value {
+    let output = run_capture(
+        Command::new("node")
+            .arg(workspace_root().join("tests/ui/viewer.mjs"))
+            .env("VIEWER", format!("http://127.0.0.1:{port}"))
+            .envs(env.iter().copied())
+            .stdin(Stdio::null()),
+    )
+    .expect("run node tests/ui/viewer.mjs");
+    assert!(
+        output.status.success(),
+        "viewer.mjs failed: {}\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr),
+        context()
+    );
+    serde_json::from_slice(&output.stdout).expect("the report is JSON")
+}
+
 /// The recorded statements of `session`, in order.
 fn statements(events: &[Value], session: &str) -> Vec<Value> {
     let mut statements: Vec<Value> = events
@@ -283,27 +304,19 @@ audiences = ["urn:test:api"]
     // The browser.
     let screenshot = workspace_root().join("target/web-ui/replay.png");
     std::fs::create_dir_all(screenshot.parent().expect("parent")).expect("mkdir target/web-ui");
-    let output = run_capture(
-        Command::new("node")
-            .arg(ui.join("viewer.mjs"))
-            .env("VIEWER", format!("http://127.0.0.1:{viewer_port}"))
-            .env("SESSION", &recorded)
-            .env("CONTAINS", "FRUIT")
-            .env("AUDITOR", "user-alice")
-            .env("OTHER", "user-bob")
-            .env("TOKEN", ADMIN_TOKEN)
-            .env("SCREENSHOT", &screenshot)
-            .stdin(Stdio::null()),
-    )
-    .expect("run node tests/ui/viewer.mjs");
-    assert!(
-        output.status.success(),
-        "viewer.mjs failed: {}\n{}\ngateway log:\n{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-        gateway.log_text()
+    let screenshot_path = screenshot.to_string_lossy().into_owned();
+    let report = drive_browser(
+        viewer_port,
+        &[
+            ("SESSION", &recorded),
+            ("CONTAINS", "FRUIT"),
+            ("AUDITOR", "user-alice"),
+            ("OTHER", "user-bob"),
+            ("TOKEN", ADMIN_TOKEN),
+            ("SCREENSHOT", &screenshot_path),
+        ],
+        &|| format!("gateway log:\n{}", gateway.log_text()),
     );
-    let report: Value = serde_json::from_slice(&output.stdout).expect("the report is JSON");
     println!("screenshot of the replay: {}", screenshot.display());
     assert!(screenshot.exists());
 
@@ -488,21 +501,53 @@ audiences = ["urn:test:api"]
     assert!(log.contains("recording viewed"), "{log}");
     gateway.stop();
 
-    // `tollgate ui` on its own, over the same store.
+    // `tollgate ui` on its own, over the same store, as a confidential OIDC client.
     let ui_port = free_port();
+    let secret_file = secrets.path().join("viewer-secret");
+    std::fs::write(&secret_file, "viewer-secret-8f2e\n").expect("write the client secret");
+    std::fs::set_permissions(&secret_file, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    register_secret("viewer-secret-8f2e");
+    let ui_config = secrets.path().join("ui.toml");
+    std::fs::write(
+        &ui_config,
+        std::fs::read_to_string(&gateway.config_path)
+            .expect("the gateway's configuration")
+            .replace(
+                "client_id = \"tollgate-viewer\"",
+                &format!(
+                    "client_id = \"tollgate-viewer-confidential\"\nclient_secret_file = \"{}\"",
+                    secret_file.display()
+                ),
+            )
+            .replace(
+                &format!("public_url = \"http://127.0.0.1:{viewer_port}\""),
+                &format!("public_url = \"http://127.0.0.1:{ui_port}\""),
+            ),
+    )
+    .expect("write ui.toml");
+    let ui_log = secrets.path().join("ui.log");
     let mut standalone = Command::new(tollgate_bin())
         .args(["ui", "--config"])
-        .arg(&gateway.config_path)
+        .arg(&ui_config)
         .args(["--listen", &format!("127.0.0.1:{ui_port}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        .stderr(std::fs::File::create(&ui_log).expect("ui.log"))
         .spawn()
         .expect("start tollgate ui");
     wait_for_port(ui_port);
     let (status, _, body) = http(ui_port, "/sessions", &[]);
     let (listed_status, _, listed) = http(ui_port, "/sessions", &[("Authorization", &bearer)]);
     let (metrics_status, _, _) = http(ui_port, "/metrics", &[]);
+    let signed_in = drive_browser(
+        ui_port,
+        &[
+            ("SIGN_IN_ONLY", "1"),
+            ("SESSION", &recorded),
+            ("AUDITOR", "user-alice"),
+        ],
+        &|| std::fs::read_to_string(&ui_log).unwrap_or_default(),
+    );
     let _ = standalone.kill();
     let _ = standalone.wait();
     assert_eq!(status, 303);
@@ -513,4 +558,12 @@ audiences = ["urn:test:api"]
         "{listed}"
     );
     assert_eq!(metrics_status, 404, "no recorder without the gateway");
+    assert_eq!(signed_in["signed_in_as"], "user-alice", "{signed_in}");
+    let all = strings(&signed_in["all_sessions"]);
+    assert!(all.contains(&recorded) && all.contains(&other), "{all:?}");
+    let log = std::fs::read_to_string(&ui_log).unwrap_or_default();
+    assert!(
+        !log.contains("viewer-secret-8f2e") && !log.contains(ADMIN_TOKEN),
+        "{log}"
+    );
 }

@@ -5,7 +5,7 @@
 // Env: VIEWER (http://127.0.0.1:PORT), SESSION (the session id to open), CONTAINS (text for
 // the "contains" filter), AUDITOR and OTHER (issuer subjects: in and not in the auditor group),
 // TOKEN (the admin token), SCREENSHOT (where to save the replay page), CHROMIUM (default
-// /usr/bin/chromium).
+// /usr/bin/chromium); SIGN_IN_ONLY=1 stops after signing in and listing the sessions.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -18,6 +18,8 @@ const env = (name) => {
 };
 const VIEWER = env('VIEWER');
 const SESSION = env('SESSION');
+// Thrown to stop after the sign-in and the list (SIGN_IN_ONLY=1).
+class Done extends Error {}
 const profile = mkdtempSync(join(tmpdir(), 'tollgate-chromium-'));
 const report = {};
 
@@ -64,6 +66,7 @@ try {
   // 3. The list, then a filter.
   const ids = async () => page.$$eval('tr.session', (rows) => rows.map((r) => r.dataset.id));
   report.all_sessions = await ids();
+  if (process.env.SIGN_IN_ONLY === '1') throw new Done();
   await page.fill('#f-contains', env('CONTAINS'));
   await Promise.all([page.waitForNavigation(), page.click('#f-apply')]);
   report.filtered_sessions = await ids();
@@ -150,6 +153,8 @@ try {
   await Promise.all([admin.waitForNavigation(), admin.click('#token-login')]);
   report.token_login = { url: admin.url(), sessions: await admin.$$eval('tr.session', (rows) => rows.length) };
   await admin.close();
+} catch (error) {
+  if (!(error instanceof Done)) throw error;
 } finally {
   await browser.close();
   rmSync(profile, { recursive: true, force: true });
