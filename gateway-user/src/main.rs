@@ -145,6 +145,7 @@ fn control_command(command: SessionsCommand) -> anyhow::Result<()> {
 
 /// `tollgate sessions ...`.
 fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
+    sessions::progress::enable();
     match command {
         command @ (SessionsCommand::Kill { .. } | SessionsCommand::Unlock { .. }) => {
             control_command(command)

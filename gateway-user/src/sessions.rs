@@ -14,6 +14,7 @@ use crate::recording::{EventKind, RecordedEvent, SessionEnded, SessionStarted, S
 pub mod export;
 pub mod filter;
 pub mod kafka;
+pub mod progress;
 pub mod replay;
 pub mod tail;
 
@@ -39,7 +40,7 @@ pub struct SessionSummary {
 /// Reads the store at `dir` and groups its events by session, oldest first, keeping the
 /// sessions that pass `filter`; the second value counts unreadable lines.
 pub fn list(dir: &Path, filter: &Filter) -> Result<(Vec<SessionSummary>, usize), StoreError> {
-    let (events, skipped) = Store::read_all(dir)?;
+    let (events, skipped) = progress::read_store(dir)?;
     Ok((list_events(events, filter), skipped))
 }
 
@@ -179,7 +180,7 @@ fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
 
 /// Every event of one session, in order; the id may be given in full or as a unique prefix.
 pub fn events_of(dir: &Path, id: &str) -> Result<Vec<RecordedEvent>, ShowError> {
-    let (events, _) = Store::read_all(dir)?;
+    let (events, _) = progress::read_store(dir)?;
     let session = pick(events.iter().map(|e| e.session_id), id)?;
     Ok(events
         .into_iter()

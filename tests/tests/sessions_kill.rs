@@ -41,6 +41,25 @@ except Exception as e:
 sys.exit(3)
 "#;
 
+/// A client that, after its first statement, waits in `SELECT SLEEP(8)`; prints the error
+/// that ends it and exits 0 (exit 3 when the sleep was not interrupted).
+const SLEEPING_CLIENT: &str = r#"
+import sys, pymysql
+conn = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
+    password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True)
+cur = conn.cursor()
+cur.execute("SELECT 'busy'")
+cur.fetchall()
+print('ran', flush=True)
+try:
+    cur.execute("SELECT SLEEP(8)")
+    cur.fetchall()
+except Exception as e:
+    print('ended:', repr(e), flush=True)
+    sys.exit(0)
+sys.exit(3)
+"#;
+
 /// A client that logs in, runs `SELECT 'again'` and prints `ok`, or prints the error.
 const LOGIN_CLIENT: &str = r#"
 import sys, pymysql
@@ -60,10 +79,15 @@ fn start(upstream: &Upstream, config: &str) -> Gateway {
         .expect("start the gateway")
 }
 
-/// Starts [`BUSY_CLIENT`] on `port` and returns it once its first statement ran, with the
-/// session id `gateway` recorded for it.
-fn busy_session(gateway: &Gateway, port: u16, upstream: &Upstream) -> (Child, String) {
-    let mut client = pymysql_client(BUSY_CLIENT, port, upstream);
+/// Starts `script` ([`BUSY_CLIENT`], [`SLEEPING_CLIENT`]) on `port` and returns it once its
+/// first statement ran, with the session id `gateway` recorded for it.
+fn busy_session(
+    script: &str,
+    gateway: &Gateway,
+    port: u16,
+    upstream: &Upstream,
+) -> (Child, String) {
+    let mut client = pymysql_client(script, port, upstream);
     let mut ran = String::new();
     BufReader::new(client.stdout.as_mut().expect("stdout"))
         .read_line(&mut ran)
@@ -143,7 +167,7 @@ fn kill_over_the_control_socket_ends_the_session_and_the_lock_keeps_the_identity
     let upstream = Upstream::mariadb().expect("mariadb");
     let port = free_port();
     let gateway = start(&upstream, &terminated_config(port, "db", &upstream));
-    let (client, session) = busy_session(&gateway, port, &upstream);
+    let (client, session) = busy_session(SLEEPING_CLIENT, &gateway, port, &upstream);
 
     let kill = tollgate(
         &[
@@ -169,10 +193,10 @@ fn kill_over_the_control_socket_ends_the_session_and_the_lock_keeps_the_identity
     );
     assert!(said.contains("identity 'alice' locked until"), "{said}");
 
-    // The client's connection ends (an idle client reads the unsolicited error 1927 as a lost
-    // connection, as it does the server's own KILL).
+    // The client, waiting for its statement, is told in MySQL's words for a killed connection.
     let told = finished(client);
-    assert!(told.contains("ended:"), "{told}");
+    assert!(told.contains("1927"), "{told}");
+    assert!(told.contains("runaway agent"), "{told}");
     let end = ended(&gateway, &session);
     assert_eq!(end["reason"], "killed", "{end}");
     let detail = end["detail"].as_str().expect("detail");
@@ -227,7 +251,7 @@ fn kill_on_one_replica_ends_the_session_on_another_over_the_control_topic() {
             .wait_for_log_ok("following the control topic")
             .expect("the replica reads the control topic");
     }
-    let (client, session) = busy_session(&replica_b, port_b, &upstream);
+    let (client, session) = busy_session(BUSY_CLIENT, &replica_b, port_b, &upstream);
 
     // Given on replica A's host, carried out by replica B.
     let kill = tollgate(
@@ -249,6 +273,8 @@ fn kill_on_one_replica_ends_the_session_on_another_over_the_control_topic() {
         said.contains(&format!("/{b_pid}")),
         "replica B did it: {said}"
     );
+    // Between statements: the unsolicited error reads as a lost connection, as after the
+    // server's own KILL.
     assert!(finished(client).contains("ended:"));
     assert_eq!(ended(&replica_b, &session)["reason"], "killed");
 

@@ -240,9 +240,18 @@ impl Store {
     /// Reads every event in the store at `dir`, in write order. Lines that do not parse (a torn
     /// last line after a crash) are skipped and counted in the second value.
     pub fn read_all(dir: &Path) -> Result<(Vec<RecordedEvent>, usize), StoreError> {
+        Self::read_all_reporting(dir, |_, _| {})
+    }
+
+    /// Like [`Store::read_all`], telling `progress` how many bytes of how many were read
+    /// (about every mebibyte), for a progress bar on long scans.
+    pub fn read_all_reporting(
+        dir: &Path,
+        progress: impl FnMut(u64, u64),
+    ) -> Result<(Vec<RecordedEvent>, usize), StoreError> {
         let mut events = Vec::new();
         let mut skipped = 0;
-        for_each_line(dir, |_, line| {
+        for_each_line_reporting(dir, progress, |_, line| {
             match serde_json::from_slice(line) {
                 Ok(event) => events.push(event),
                 Err(_) => skipped += 1,
@@ -393,6 +402,17 @@ pub fn segment_bases(dir: &Path) -> Result<Vec<u64>, StoreError> {
 /// `events.jsonl` first, with no position), until it returns false.
 fn for_each_line(
     dir: &Path,
+    each: impl FnMut(Option<u64>, &[u8]) -> bool,
+) -> Result<(), StoreError> {
+    for_each_line_reporting(dir, |_, _| {}, each)
+}
+
+/// Bytes read between two progress reports.
+const REPORT_EVERY: u64 = 1024 * 1024;
+
+fn for_each_line_reporting(
+    dir: &Path,
+    mut progress: impl FnMut(u64, u64),
     mut each: impl FnMut(Option<u64>, &[u8]) -> bool,
 ) -> Result<(), StoreError> {
     let legacy = dir.join(LEGACY_EVENTS_FILE);
@@ -409,6 +429,12 @@ fn for_each_line(
     if files.is_empty() {
         return Err(StoreError::Empty(dir.to_owned()));
     }
+    let total: u64 = files
+        .iter()
+        .filter_map(|(_, path)| std::fs::metadata(path).ok())
+        .map(|m| m.len())
+        .sum();
+    let (mut done, mut reported) = (0_u64, 0_u64);
     for (base, path) in files {
         let file = File::open(&path).map_err(|source| StoreError::Open {
             path: path.clone(),
@@ -422,6 +448,11 @@ fn for_each_line(
             })?;
             let here = pos;
             pos = pos.map(|p| p + line.len() as u64 + 1);
+            done += line.len() as u64 + 1;
+            if done - reported >= REPORT_EVERY {
+                reported = done;
+                progress(done, total);
+            }
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
@@ -430,6 +461,7 @@ fn for_each_line(
             }
         }
     }
+    progress(done.min(total), total);
     Ok(())
 }
 
@@ -643,7 +675,15 @@ mod tests {
         assert!(bases.len() >= 3, "segments rolled: {bases:?}");
         assert_eq!(bases[0], 0);
         assert!(bases.windows(2).all(|w| positions.contains(&w[1])));
-        let (read, skipped) = Store::read_all(dir.path()).expect("read");
+        let mut reports = Vec::new();
+        let (read, skipped) =
+            Store::read_all_reporting(dir.path(), |done, total| reports.push((done, total)))
+                .expect("read");
+        let last = reports.last().copied().expect("reported");
+        assert_eq!(
+            last.0, last.1,
+            "the last report is the whole store: {reports:?}"
+        );
         assert_eq!(skipped, 0);
         assert_eq!(read[0], legacy);
         assert_eq!(&read[1..], &events[..]);

@@ -189,6 +189,17 @@ pub struct Relay<'r> {
     pub(super) identity: Option<Identity>,
     /// When the session started, for `max_session`.
     pub(super) started: Instant,
+    /// Whether the client waits for the response to a command.
+    client_waits: ClientWaits,
+}
+
+/// What the client waits for; decides the sequence id of an error the gateway tells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientWaits {
+    /// Nothing: it is idle, or its command was answered.
+    Nothing,
+    /// The response to its command, as a packet with the next sequence id.
+    Response,
 }
 
 /// How much of each result the recorder keeps (`[recording] max_rows_per_statement`,
@@ -222,6 +233,7 @@ impl<'r> Relay<'r> {
             grant: None,
             identity: None,
             started: Instant::now(),
+            client_waits: ClientWaits::Nothing,
         }
     }
 
@@ -245,6 +257,7 @@ impl<'r> Relay<'r> {
             grant: Some(login.grant),
             identity: Some(login.identity),
             started: Instant::now(),
+            client_waits: ClientWaits::Nothing,
         }
     }
 
@@ -293,16 +306,30 @@ impl<'r> Relay<'r> {
         self.identity.as_ref().map(|i| i.name.as_str())
     }
 
-    /// Tells the client an operator ended the session (`detail`: by whom and why).
+    /// Tells the client an operator ended the session (`detail`: by whom and why). A client
+    /// waiting for a response gets the error as that response, so it shows the message; an
+    /// idle one gets it unsolicited (sequence id 0), as MySQL 8 tells of its own disconnects.
     pub async fn tell_killed(&mut self, detail: &str) {
-        self.tell_client(&RelayError::Killed(detail.to_owned()))
-            .await;
+        let error = RelayError::Killed(detail.to_owned());
+        if self.client_waits == ClientWaits::Response
+            && let Some(packet) = Self::err_packet(&error)
+            && self
+                .client
+                .write_packet(&packet.payload(true))
+                .await
+                .is_ok()
+        {
+            let _ = self.client.flush().await;
+            return;
+        }
+        self.tell_client(&error).await;
         let _ = self.client.flush().await;
     }
 
-    /// The one place a relay failure becomes what the client reads.
-    async fn tell_client(&mut self, error: &RelayError) {
-        let packet = match error {
+    /// The one place a relay failure becomes what the client reads (nothing for a client that
+    /// is gone or broke off).
+    fn err_packet(error: &RelayError) -> Option<ErrPacket> {
+        Some(match error {
             RelayError::Downstream(
                 CodecError::OutOfSync | CodecError::Compression(CompressionError::OutOfSync { .. }),
             ) => ErrPacket::new(1156, "Tollgate: got packets out of order from the client")
@@ -319,7 +346,7 @@ impl<'r> Relay<'r> {
             .with_sql_state(*b"08S01"),
             RelayError::Downstream(_)
             | RelayError::DownstreamClosed
-            | RelayError::Reauthentication(_) => return,
+            | RelayError::Reauthentication(_) => return None,
             RelayError::LoginTimeout(_) => {
                 ErrPacket::new(1159, format!("Tollgate: {error}")).with_sql_state(*b"08S01")
             }
@@ -338,6 +365,13 @@ impl<'r> Relay<'r> {
                 format!("Tollgate: lost the database connection: {error}"),
             )
             .with_sql_state(*b"08S01"),
+        })
+    }
+
+    /// Tells the client why the relay stopped.
+    async fn tell_client(&mut self, error: &RelayError) {
+        let Some(packet) = Self::err_packet(error) else {
+            return;
         };
         // The sequence id of a packet sent while the protocol is broken cannot be trusted
         // anyway, and clients report the error text either way: sequence id 0, framed as the
@@ -520,6 +554,7 @@ impl<'r> Relay<'r> {
                 Ok(None) => return Ok(()),
                 Err(error) => return Err(RelayError::Downstream(error)),
             };
+            self.client_waits = ClientWaits::Response;
             let Some(&kind) = command.first() else {
                 self.refuse_client(1047, *b"08S01", "Tollgate: empty command packet")
                     .await?;
@@ -584,6 +619,7 @@ impl<'r> Relay<'r> {
                     self.response(kind, &mut record.outcome).await?;
                 }
             }
+            self.client_waits = ClientWaits::Nothing;
             self.remember_prepared(kind, &command, &record.outcome);
             self.track_database(kind, &command, &record.outcome);
             self.statements += 1;
