@@ -68,6 +68,9 @@ fn needs_no_restart(old: &Config, new: &Config) -> Result<(), String> {
     if old.recording.signing_key != new.recording.signing_key {
         return Err("recording.signing_key changed: restart the gateway to apply".into());
     }
+    if old.admin != new.admin {
+        return Err("[admin] changed: restart the gateway to apply".into());
+    }
     let targets = |c: &Config| {
         c.targets
             .iter()

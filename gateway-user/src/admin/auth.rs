@@ -51,6 +51,10 @@ pub enum AuthSetupError {
     /// The HTTP client for the issuer could not be built.
     #[error("cannot set up the HTTP client for the OIDC issuer: {0}")]
     Http(String),
+    /// `[admin.oidc] issuer` is not one of the `[[oidc]]` issuers (the loader checks this;
+    /// kept for configurations built in code).
+    #[error("admin.oidc.issuer {0:?} is not one of the [[oidc]] issuers")]
+    UnknownIssuer(String),
 }
 
 /// Why a sign-in failed; the text is shown on the login page (never a secret or a token).
@@ -213,7 +217,7 @@ impl Auth {
                     .iter()
                     .find(|o| o.issuer.get_ref() == &login.issuer)
                     .cloned()
-                    .ok_or_else(|| AuthSetupError::Http("admin.oidc.issuer is unknown".into()))?;
+                    .ok_or_else(|| AuthSetupError::UnknownIssuer(login.issuer.clone()))?;
                 issuer.audiences = toml::Spanned::new(0..0, vec![login.client_id.clone()]);
                 issuer.require_user_match = false;
                 Some(OidcLogin {

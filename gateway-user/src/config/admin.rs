@@ -9,7 +9,7 @@ use serde::Deserialize;
 use super::{Invalid, OidcConfig};
 
 /// `[admin]`
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminConfig {
     /// Where the admin listener accepts HTTP (plain HTTP: put it on loopback or behind a TLS
@@ -32,7 +32,7 @@ pub struct AdminConfig {
 }
 
 /// `[admin.oidc]`: the viewer as an OpenID Connect client.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminOidcConfig {
     /// The issuer: one of the `[[oidc]]` issuers (whose `groups_claim` and `username_claim`
