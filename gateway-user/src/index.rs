@@ -86,7 +86,7 @@ pub struct IndexRun {
     pub messages: BTreeMap<i32, u64>,
     /// Messages that were not events (skipped).
     pub skipped: u64,
-    /// The last assignment the group gave.
+    /// The partitions assigned when the run ended (`--once`: when it was caught up).
     pub assigned: Vec<i32>,
 }
 
@@ -208,6 +208,9 @@ pub fn run(
         }
     }
     indexer.flush(db)?;
+    if !options.once {
+        indexer.run.assigned = indexer.assigned();
+    }
     Ok(indexer.run)
 }
 

@@ -146,10 +146,68 @@ pub fn run(root: &Path, seconds: u32) -> anyhow::Result<()> {
     print!("{report}");
     let mut json = to_json(&results, rss_kib);
     json.extend(kafka_json(&kafka, added_cost, kafka_rss_kib));
+    let index_ms = index(root)?;
+    json.push(gateway_only(
+        "sessions_list_index_100k",
+        "ms",
+        &format!("{index_ms:.1}"),
+        &format!(",\"filter\":\"{}\"", INDEX_FILTER.join(" ")),
+    ));
     let json = format!("[\n  {}\n]\n", json.join(",\n  "));
     fs::write(work.join("latest.json"), json).context("writing target/bench/latest.json")?;
     println!("wrote {}", work.join("latest.json").display());
     Ok(())
+}
+
+/// Sessions in the index of the `index` part.
+const INDEX_SESSIONS: u32 = 100_000;
+/// The filters timed over it: one user, the last 12 hours, a text search.
+const INDEX_FILTER: &[&str] = &["--user", "alice", "--since", "12h", "--contains", "shipped"];
+
+/// The `index` part (`--only index`): builds an index of [`INDEX_SESSIONS`] synthetic sessions
+/// through the library (`gateway-user/examples/index_bench.rs`), then times `tollgate sessions
+/// list --index` with [`INDEX_FILTER`] (best of 5 runs, the process included); milliseconds.
+pub fn index(root: &Path) -> anyhow::Result<f64> {
+    println!("==> index: building tollgate and the index writer (release)");
+    crate::build(true)?;
+    crate::command::cargo(&[
+        "build",
+        "--release",
+        "-p",
+        "gateway-user",
+        "--example",
+        "index_bench",
+    ])
+    .run()?;
+    let work = root.join("target/bench");
+    fs::create_dir_all(&work)?;
+    let path = work.join("index.sqlite");
+    let path_arg = path.to_string_lossy().into_owned();
+    let built = Instant::now();
+    let writer = root.join("target/release/examples/index_bench");
+    cmd(
+        &writer.to_string_lossy(),
+        &[path_arg.as_str(), &INDEX_SESSIONS.to_string()],
+    )
+    .run()?;
+    let build_secs = built.elapsed().as_secs_f64();
+    let tollgate = root.join("target/release/tollgate");
+    let mut args = vec!["sessions", "list", "--index", &path_arg];
+    args.extend_from_slice(INDEX_FILTER);
+    let mut best = f64::INFINITY;
+    let mut listed = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let out = cmd(&tollgate.to_string_lossy(), &args).output()?;
+        best = best.min(started.elapsed().as_secs_f64() * 1000.0);
+        listed = out.lines().count().saturating_sub(1);
+    }
+    println!(
+        "index: {INDEX_SESSIONS} sessions indexed in {build_secs:.1} s; `sessions list --index {}`: \
+         {best:.1} ms, {listed} session(s) (target: under 1000 ms)",
+        INDEX_FILTER.join(" ")
+    );
+    Ok(best)
 }
 
 /// `oltp_point_select` with 1 and 8 threads on the three paths.

@@ -51,6 +51,9 @@ enum Task {
         /// Seconds per sysbench run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
+        /// Only this part: `index` (a filtered `sessions list --index` over 100k sessions).
+        #[arg(long, value_name = "PART")]
+        only: Option<String>,
     },
     /// Fuzz the peer-input parsers (cargo-fuzz, nightly), a bounded time per target.
     Fuzz {
@@ -97,7 +100,11 @@ fn run(task: Task) -> anyhow::Result<()> {
             build(release)
         }
         Task::Test { args } => test(&args),
-        Task::Bench { seconds } => bench::run(&root, seconds),
+        Task::Bench { seconds, only } => match only.as_deref() {
+            None => bench::run(&root, seconds),
+            Some("index") => bench::index(&root).map(drop),
+            Some(other) => anyhow::bail!("--only {other:?}: the only part is `index`"),
+        },
         Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
         Task::Quickstart { exit_after_demo } => quickstart::run(&root, exit_after_demo),
     }
