@@ -11,6 +11,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod guard;
 pub mod identity;
 pub mod index;
 pub mod intercept;

@@ -1,0 +1,547 @@
+//! Guardrails on risky statements: what each statement of a command is, and which of its
+//! risks a rule may act on.
+//!
+//! [`classify`] splits the SQL text of a command into its statements and names the risks of
+//! each: `DELETE`/`UPDATE` without a `WHERE` (or with one that is always true), `DROP`,
+//! `TRUNCATE`, `ALTER`, `RENAME`, privilege changes, `LOAD DATA`, `SELECT ... INTO OUTFILE`,
+//! `SET` of session or global variables that turn safety off, and statements that cannot be
+//! parsed. MySQL executes the contents of `/*! ... */` (and MariaDB of `/*M! ... */`)
+//! comments, so they are read as SQL; other comments, casing and whitespace change nothing.
+//!
+//! Classification works on tokens (sqlparser's MySQL tokenizer), so keywords inside strings,
+//! identifiers and comments are never mistaken for statements, and on sqlparser's syntax tree
+//! where it parses, for the conditions of `WHERE`.
+
+use serde::{Deserialize, Serialize};
+use sqlparser::{
+    ast::{BinaryOperator, Expr, Statement, UnaryOperator, Value},
+    dialect::MySqlDialect,
+    keywords::Keyword,
+    parser::Parser,
+    tokenizer::{Token, Tokenizer},
+};
+
+/// A risk a statement carries.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Risk {
+    /// `DELETE` without `WHERE`, or with one that is always true.
+    DeleteWithoutWhere,
+    /// `UPDATE` without `WHERE`, or with one that is always true.
+    UpdateWithoutWhere,
+    /// `DROP` of a table, database, view, index, routine...
+    Drop,
+    /// `TRUNCATE`.
+    Truncate,
+    /// `ALTER` of a table, database, view...
+    Alter,
+    /// `RENAME TABLE`.
+    Rename,
+    /// `GRANT`, `REVOKE`, `CREATE`/`ALTER`/`DROP`/`RENAME USER`, roles, `SET PASSWORD`.
+    Privileges,
+    /// `LOAD DATA` / `LOAD XML`.
+    LoadData,
+    /// `SELECT ... INTO OUTFILE | DUMPFILE`.
+    IntoOutfile,
+    /// `SET GLOBAL`/`PERSIST`, or a session variable that turns a safety off (binary log,
+    /// foreign keys, safe updates, SQL mode...).
+    DangerousSet,
+    /// The statement could not be parsed; treated as risky unless configured otherwise.
+    Unparsed,
+}
+
+impl Risk {
+    /// Every risk, in order.
+    pub const ALL: [Self; 11] = [
+        Self::DeleteWithoutWhere,
+        Self::UpdateWithoutWhere,
+        Self::Drop,
+        Self::Truncate,
+        Self::Alter,
+        Self::Rename,
+        Self::Privileges,
+        Self::LoadData,
+        Self::IntoOutfile,
+        Self::DangerousSet,
+        Self::Unparsed,
+    ];
+
+    /// Its name in configuration and recordings (`delete_without_where`...).
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::DeleteWithoutWhere => "delete_without_where",
+            Self::UpdateWithoutWhere => "update_without_where",
+            Self::Drop => "drop",
+            Self::Truncate => "truncate",
+            Self::Alter => "alter",
+            Self::Rename => "rename",
+            Self::Privileges => "privileges",
+            Self::LoadData => "load_data",
+            Self::IntoOutfile => "into_outfile",
+            Self::DangerousSet => "dangerous_set",
+            Self::Unparsed => "unparsed",
+        }
+    }
+}
+
+/// One statement of a command, classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Classified {
+    /// Its first keyword, upper-cased (`SELECT`, `DELETE`, ...); empty for an empty statement.
+    pub verb: String,
+    /// Its risks, sorted, without repeats.
+    pub risks: Vec<Risk>,
+}
+
+/// Session variables whose change turns a safety off.
+const DANGEROUS_VARIABLES: &[&str] = &[
+    "sql_log_bin",
+    "foreign_key_checks",
+    "unique_checks",
+    "sql_safe_updates",
+    "sql_mode",
+    "general_log",
+    "slow_query_log",
+    "sql_notes",
+    "wsrep_on",
+    "autocommit",
+    "innodb_flush_log_at_trx_commit",
+    "max_statement_time",
+    "max_execution_time",
+];
+
+/// Classifies every statement of `sql` (a `COM_QUERY` text, or a prepared statement's).
+#[must_use]
+pub fn classify(sql: &str) -> Vec<Classified> {
+    let text = expose_executable_comments(sql);
+    let dialect = MySqlDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, &text).tokenize() else {
+        // Not even tokens (an unterminated string or comment): nothing can be said about it.
+        return vec![Classified {
+            verb: String::new(),
+            risks: vec![Risk::Unparsed],
+        }];
+    };
+    let pieces = split_statements(&tokens);
+    let parsed = Parser::parse_sql(&dialect, &text).ok();
+    // The syntax tree is used only when it has exactly the statements the tokens show.
+    let parsed = parsed.filter(|statements| statements.len() == pieces.len());
+    pieces
+        .iter()
+        .enumerate()
+        .map(|(i, piece)| classify_one(piece, parsed.as_ref().and_then(|p| p.get(i))))
+        .collect()
+}
+
+/// The meaningful tokens of each statement (whitespace and comments dropped, empty statements
+/// between `;;` dropped, at least one statement).
+fn split_statements(tokens: &[Token]) -> Vec<Vec<&Token>> {
+    let mut statements = vec![Vec::new()];
+    for token in tokens {
+        match token {
+            Token::Whitespace(_) | Token::EOF => {}
+            Token::SemiColon => statements.push(Vec::new()),
+            other => {
+                if let Some(last) = statements.last_mut() {
+                    last.push(other);
+                }
+            }
+        }
+    }
+    let mut statements: Vec<_> = statements.into_iter().filter(|s| !s.is_empty()).collect();
+    if statements.is_empty() {
+        statements.push(Vec::new());
+    }
+    statements
+}
+
+fn keyword(token: &Token) -> Option<Keyword> {
+    match token {
+        Token::Word(word) if word.quote_style.is_none() => Some(word.keyword),
+        _ => None,
+    }
+}
+
+fn word_is(token: &Token, text: &str) -> bool {
+    matches!(token, Token::Word(word) if word.quote_style.is_none() && word.value.eq_ignore_ascii_case(text))
+}
+
+fn classify_one(tokens: &[&Token], parsed: Option<&Statement>) -> Classified {
+    let verb = match tokens.first() {
+        Some(Token::Word(word)) => word.value.to_ascii_uppercase(),
+        _ => String::new(),
+    };
+    let mut risks = Vec::new();
+    let first = tokens.first().and_then(|t| keyword(t));
+    let second = tokens.get(1).and_then(|t| keyword(t));
+    match first {
+        Some(Keyword::DELETE)
+            if parsed.map_or_else(|| !has_word(tokens, "WHERE"), delete_unbounded) =>
+        {
+            risks.push(Risk::DeleteWithoutWhere);
+        }
+        Some(Keyword::UPDATE)
+            if parsed.map_or_else(|| !has_word(tokens, "WHERE"), update_unbounded) =>
+        {
+            risks.push(Risk::UpdateWithoutWhere);
+        }
+        Some(Keyword::DROP) => risks.push(if is_user_or_role(second) {
+            Risk::Privileges
+        } else {
+            Risk::Drop
+        }),
+        Some(Keyword::TRUNCATE) => risks.push(Risk::Truncate),
+        Some(Keyword::ALTER) => risks.push(if is_user_or_role(second) {
+            Risk::Privileges
+        } else {
+            Risk::Alter
+        }),
+        Some(Keyword::RENAME) => risks.push(if is_user_or_role(second) {
+            Risk::Privileges
+        } else {
+            Risk::Rename
+        }),
+        Some(Keyword::GRANT | Keyword::REVOKE) => risks.push(Risk::Privileges),
+        Some(Keyword::CREATE) if is_user_or_role(second) => risks.push(Risk::Privileges),
+        Some(Keyword::LOAD) => risks.push(Risk::LoadData),
+        Some(Keyword::SET) => {
+            if second == Some(Keyword::PASSWORD)
+                || tokens.get(1).is_some_and(|t| word_is(t, "ROLE"))
+            {
+                risks.push(Risk::Privileges);
+            } else if dangerous_set(tokens) {
+                risks.push(Risk::DangerousSet);
+            }
+        }
+        _ => {}
+    }
+    if into_outfile(tokens) {
+        risks.push(Risk::IntoOutfile);
+    }
+    if parsed.is_none() && !tokens.is_empty() {
+        risks.push(Risk::Unparsed);
+    }
+    risks.sort_unstable();
+    risks.dedup();
+    Classified { verb, risks }
+}
+
+fn is_user_or_role(keyword: Option<Keyword>) -> bool {
+    matches!(keyword, Some(Keyword::USER | Keyword::ROLE))
+}
+
+fn has_word(tokens: &[&Token], text: &str) -> bool {
+    tokens.iter().any(|t| word_is(t, text))
+}
+
+/// `INTO OUTFILE` / `INTO DUMPFILE` anywhere in the statement.
+fn into_outfile(tokens: &[&Token]) -> bool {
+    tokens.windows(2).any(|pair| {
+        keyword(pair[0]) == Some(Keyword::INTO)
+            && (word_is(pair[1], "OUTFILE") || word_is(pair[1], "DUMPFILE"))
+    })
+}
+
+/// `SET GLOBAL`/`PERSIST`/`@@global.`, or a dangerous variable among those set.
+fn dangerous_set(tokens: &[&Token]) -> bool {
+    tokens.iter().skip(1).any(|token| match token {
+        Token::Word(word) if word.quote_style.is_none() || word.quote_style == Some('`') => {
+            let name = word.value.to_ascii_lowercase();
+            let name = name.trim_start_matches('@');
+            let name = name
+                .strip_prefix("session.")
+                .or_else(|| name.strip_prefix("local."))
+                .unwrap_or(name);
+            name == "global"
+                || name == "persist"
+                || name == "persist_only"
+                || name.starts_with("global.")
+                || name.starts_with("persist.")
+                || DANGEROUS_VARIABLES.contains(&name)
+        }
+        _ => false,
+    })
+}
+
+fn delete_unbounded(statement: &Statement) -> bool {
+    match statement {
+        Statement::Delete(delete) => delete.selection.as_ref().is_none_or(always_true),
+        _ => false,
+    }
+}
+
+fn update_unbounded(statement: &Statement) -> bool {
+    match statement {
+        Statement::Update { selection, .. } => selection.as_ref().is_none_or(always_true),
+        _ => false,
+    }
+}
+
+/// Whether a condition holds for every row whatever the row holds (`1`, `TRUE`, `1=1`,
+/// `'a'='a'`, `id=id`, `x OR 1=1`, `NOT FALSE`, ...). Conservative: `false` unless sure.
+fn always_true(expr: &Expr) -> bool {
+    match expr {
+        Expr::Nested(inner) | Expr::IsTrue(inner) => always_true(inner),
+        Expr::Value(value) => match &value.value {
+            Value::Boolean(b) => *b,
+            Value::Number(n, _) => n.parse::<f64>().is_ok_and(|n| n != 0.0),
+            Value::SingleQuotedString(s) | Value::DoubleQuotedString(s) => {
+                s.trim().parse::<f64>().is_ok_and(|n| n != 0.0)
+            }
+            _ => false,
+        },
+        Expr::BinaryOp { left, op, right } => match op {
+            BinaryOperator::Or => always_true(left) || always_true(right),
+            BinaryOperator::And => always_true(left) && always_true(right),
+            BinaryOperator::Eq
+            | BinaryOperator::GtEq
+            | BinaryOperator::LtEq
+            | BinaryOperator::Spaceship => same_constant_or_column(left, right),
+            BinaryOperator::NotEq | BinaryOperator::Gt | BinaryOperator::Lt => {
+                distinct_constants(left, right)
+            }
+            _ => false,
+        },
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => always_false(expr),
+        Expr::IsNotNull(inner) => {
+            matches!(inner.as_ref(), Expr::Value(v) if v.value != Value::Null)
+        }
+        Expr::IsNull(inner) => matches!(inner.as_ref(), Expr::Value(v) if v.value == Value::Null),
+        _ => false,
+    }
+}
+
+fn always_false(expr: &Expr) -> bool {
+    match expr {
+        Expr::Nested(inner) => always_false(inner),
+        Expr::Value(value) => match &value.value {
+            Value::Boolean(b) => !*b,
+            Value::Number(n, _) => n.parse::<f64>().is_ok_and(|n| n == 0.0),
+            _ => false,
+        },
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::NotEq,
+            right,
+        } => {
+            same_constant_or_column(left, right)
+                && !matches!(
+                    left.as_ref(),
+                    Expr::Identifier(_) | Expr::CompoundIdentifier(_)
+                )
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Not,
+            expr,
+        } => always_true(expr),
+        _ => false,
+    }
+}
+
+/// Both sides the same literal, or the same column (`id = id` holds for every non-NULL id,
+/// which an agent means as "every row").
+fn same_constant_or_column(left: &Expr, right: &Expr) -> bool {
+    match (strip(left), strip(right)) {
+        (Expr::Value(a), Expr::Value(b)) => a.value == b.value && a.value != Value::Null,
+        (a @ (Expr::Identifier(_) | Expr::CompoundIdentifier(_)), b) => a == b,
+        _ => false,
+    }
+}
+
+fn distinct_constants(left: &Expr, right: &Expr) -> bool {
+    match (strip(left), strip(right)) {
+        (Expr::Value(a), Expr::Value(b)) => {
+            a.value != b.value && a.value != Value::Null && b.value != Value::Null
+        }
+        _ => false,
+    }
+}
+
+fn strip(expr: &Expr) -> &Expr {
+    match expr {
+        Expr::Nested(inner) => strip(inner),
+        other => other,
+    }
+}
+
+/// The text with MySQL's executable comments opened: `/*!50000 DROP TABLE t */` becomes
+/// `          DROP TABLE t   `, as the server runs it (whatever the version number; the
+/// same for MariaDB's `/*M!...*/`). Quotes and ordinary comments are left as they are. The
+/// result has the same length, so positions still match.
+#[must_use]
+pub fn expose_executable_comments(sql: &str) -> String {
+    let bytes = sql.as_bytes();
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    let mut open_executable = 0_usize;
+    while i < bytes.len() {
+        match bytes[i] {
+            quote @ (b'\'' | b'"' | b'`') => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != quote {
+                    if bytes[i] == b'\\' && quote != b'`' {
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                i += 1;
+            }
+            b'/' if bytes.get(i + 1) == Some(&b'*') => {
+                let marker = match (bytes.get(i + 2), bytes.get(i + 3)) {
+                    (Some(b'!'), _) => Some(3),
+                    (Some(b'M'), Some(b'!')) => Some(4),
+                    _ => None,
+                };
+                if let Some(len) = marker {
+                    let mut end = i + len;
+                    while end < bytes.len() && end < i + len + 6 && bytes[end].is_ascii_digit() {
+                        end += 1;
+                    }
+                    out[i..end].fill(b' ');
+                    open_executable += 1;
+                    i = end;
+                } else {
+                    // An ordinary comment: skip to its end.
+                    let close = sql[i + 2..]
+                        .find("*/")
+                        .map_or(bytes.len(), |p| i + 2 + p + 2);
+                    i = close;
+                }
+            }
+            b'*' if open_executable > 0 && bytes.get(i + 1) == Some(&b'/') => {
+                out[i] = b' ';
+                out[i + 1] = b' ';
+                open_executable -= 1;
+                i += 2;
+            }
+            _ => i += 1,
+        }
+    }
+    // Only ASCII bytes were replaced, by ASCII spaces: still UTF-8.
+    String::from_utf8(out).unwrap_or_else(|_| sql.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn risks(sql: &str) -> Vec<Vec<Risk>> {
+        classify(sql).into_iter().map(|c| c.risks).collect()
+    }
+
+    fn one(sql: &str) -> Vec<Risk> {
+        let mut all = risks(sql);
+        assert_eq!(all.len(), 1, "{sql}: {all:?}");
+        all.remove(0)
+    }
+
+    #[test]
+    fn unbounded_deletes_and_updates_are_caught_bounded_ones_are_not() {
+        use Risk::*;
+        assert_eq!(one("DELETE FROM orders"), [DeleteWithoutWhere]);
+        assert_eq!(one("delete from orders where 1=1"), [DeleteWithoutWhere]);
+        assert_eq!(one("DELETE FROM orders WHERE TRUE"), [DeleteWithoutWhere]);
+        assert_eq!(
+            one("DELETE FROM orders WHERE id = id"),
+            [DeleteWithoutWhere]
+        );
+        assert_eq!(
+            one("DELETE FROM orders WHERE id = 3 OR 'a' = 'a'"),
+            [DeleteWithoutWhere]
+        );
+        assert_eq!(one("DELETE FROM orders WHERE NOT 0"), [DeleteWithoutWhere]);
+        assert_eq!(one("DELETE FROM orders WHERE 2 > 1"), [DeleteWithoutWhere]);
+        assert_eq!(one("DELETE FROM orders WHERE id = 3"), []);
+        assert_eq!(one("DELETE FROM orders WHERE id = 3 AND 1=1"), []);
+        assert_eq!(one("UPDATE t SET a = 1"), [UpdateWithoutWhere]);
+        assert_eq!(one("UPDATE t SET a = 1 WHERE (1)"), [UpdateWithoutWhere]);
+        assert_eq!(one("UPDATE t SET a = 1 WHERE b = 2"), []);
+        assert_eq!(one("SELECT * FROM t"), []);
+    }
+
+    #[test]
+    fn comments_casing_and_versioned_comments_do_not_hide_a_statement() {
+        use Risk::*;
+        assert_eq!(one("/*!50000 DROP */ TABLE t"), [Drop]);
+        assert_eq!(one("/*!DROP TABLE t*/"), [Drop]);
+        assert_eq!(one("/*M!100100 TRUNCATE t */"), [Truncate]);
+        assert_eq!(one("/* hi */ dRoP   TABLE\n t -- bye"), [Drop]);
+        assert_eq!(one("# note\nDELETE FROM t"), [DeleteWithoutWhere]);
+        assert_eq!(one("SELECT 'DROP TABLE t' AS `DROP`"), []);
+        assert_eq!(one("SELECT 1 /* DROP TABLE t */"), []);
+        assert_eq!(one("SELECT '/*!DROP TABLE t*/'"), []);
+    }
+
+    #[test]
+    fn every_statement_of_a_multi_statement_is_classified() {
+        use Risk::*;
+        assert_eq!(
+            risks("SELECT 1; DROP TABLE t;; UPDATE t SET a=1 WHERE id=2; DELETE FROM t"),
+            vec![vec![], vec![Drop], vec![], vec![DeleteWithoutWhere]]
+        );
+    }
+
+    #[test]
+    fn privileges_files_and_variables() {
+        use Risk::*;
+        assert!(one("GRANT ALL ON *.* TO 'x'@'%'").contains(&Privileges));
+        assert!(one("REVOKE SELECT ON db.* FROM 'x'").contains(&Privileges));
+        assert!(one("CREATE USER 'x' IDENTIFIED BY 'y'").contains(&Privileges));
+        assert!(one("DROP USER 'x'").contains(&Privileges));
+        assert!(one("ALTER USER 'x' IDENTIFIED BY 'z'").contains(&Privileges));
+        assert!(one("SET PASSWORD FOR 'x' = PASSWORD('y')").contains(&Privileges));
+        assert!(one("LOAD DATA LOCAL INFILE '/etc/passwd' INTO TABLE t").contains(&LoadData));
+        assert!(one("SELECT * FROM t INTO OUTFILE '/tmp/x'").contains(&IntoOutfile));
+        assert!(one("SELECT * INTO DUMPFILE '/tmp/x' FROM t").contains(&IntoOutfile));
+        assert_eq!(one("SET sql_log_bin = 0"), [DangerousSet]);
+        assert_eq!(one("SET SESSION foreign_key_checks = 0"), [DangerousSet]);
+        assert_eq!(one("SET @@session.sql_safe_updates = 0"), [DangerousSet]);
+        assert_eq!(one("SET GLOBAL max_connections = 1"), [DangerousSet]);
+        assert_eq!(one("SET @@global.read_only = 0"), [DangerousSet]);
+        assert_eq!(one("SET NAMES utf8mb4"), []);
+        assert_eq!(one("SET @x = 1"), []);
+        assert_eq!(one("ALTER TABLE t ADD COLUMN c INT"), [Alter]);
+        assert_eq!(one("RENAME TABLE a TO b"), [Rename]);
+        assert_eq!(one("CREATE TABLE t (id INT)"), []);
+    }
+
+    #[test]
+    fn what_does_not_parse_is_unparsed() {
+        assert_eq!(one("SELEC * FROM t"), [Risk::Unparsed]);
+        assert_eq!(one("SELECT 'unterminated"), [Risk::Unparsed]);
+        assert!(one("DROP TABLEZ t").contains(&Risk::Drop));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_classified_without_panicking(sql in "\\PC{0,200}") {
+            let classified = classify(&sql);
+            proptest::prop_assert!(!classified.is_empty());
+            proptest::prop_assert_eq!(expose_executable_comments(&sql).len(), sql.len());
+        }
+    }
+
+    #[test]
+    fn exposing_executable_comments_keeps_positions() {
+        let sql = "SELECT 1 /*!40101 , 2 */ FROM t";
+        let exposed = expose_executable_comments(sql);
+        assert_eq!(exposed.len(), sql.len());
+        assert_eq!(exposed, "SELECT 1          , 2    FROM t");
+    }
+}
