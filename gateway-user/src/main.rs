@@ -166,22 +166,7 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             kafka,
         } => {
             let filter = filter.resolve(time::OffsetDateTime::now_utc())?;
-            if let Some(index) = index {
-                anyhow::ensure!(
-                    !json && !kafka.wanted() && store.is_none(),
-                    "--index answers from the index alone: leave out --json, --kafka and --store"
-                );
-                return list_indexed(&index, &filter);
-            }
-            if kafka.wanted() {
-                let range = sessions::kafka::TimeRange {
-                    since: filter.since,
-                    until: filter.until,
-                };
-                let loaded = read_source(&config, store, &kafka, Some(range))?;
-                return print_list(loaded, json, &filter);
-            }
-            list_sessions(&store_dir(&config, store)?, json, &filter)
+            list_command(&config, store, json, &filter, index.as_deref(), &kafka)
         }
         SessionsCommand::Export {
             id,
@@ -191,22 +176,8 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             kafka,
             range,
         } => {
-            let (events, lines) =
-                read_source(&config, store, &kafka, scan_range(&range)?)?.session(&id)?;
-            let mut out = std::io::stdout().lock();
-            match format {
-                ExportFormat::Json => {
-                    for line in lines {
-                        out.write_all(&line)?;
-                        out.write_all(b"\n")?;
-                    }
-                }
-                ExportFormat::Sql => {
-                    out.write_all(sessions::export::sql_script(&events).as_bytes())?;
-                }
-            }
-            out.flush()?;
-            Ok(())
+            let loaded = read_source(&config, store, &kafka, scan_range(&range)?)?;
+            export(loaded, &id, format)
         }
         SessionsCommand::Replay {
             id,
@@ -267,6 +238,50 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `tollgate sessions export`: the session's lines as stored, or a replayable SQL script.
+fn export(loaded: sessions::Loaded, id: &str, format: ExportFormat) -> anyhow::Result<()> {
+    let (events, lines) = loaded.session(id)?;
+    let mut out = std::io::stdout().lock();
+    match format {
+        ExportFormat::Json => {
+            for line in lines {
+                out.write_all(&line)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        ExportFormat::Sql => out.write_all(sessions::export::sql_script(&events).as_bytes())?,
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `tollgate sessions list`: from the index, the topic or the store.
+fn list_command(
+    config: &Path,
+    store: Option<std::path::PathBuf>,
+    json: bool,
+    filter: &sessions::Filter,
+    index: Option<&Path>,
+    kafka: &KafkaArgs,
+) -> anyhow::Result<()> {
+    if let Some(index) = index {
+        anyhow::ensure!(
+            !json && !kafka.wanted() && store.is_none(),
+            "--index answers from the index alone: leave out --json, --kafka and --store"
+        );
+        return list_indexed(index, filter);
+    }
+    if kafka.wanted() {
+        let range = sessions::kafka::TimeRange {
+            since: filter.since,
+            until: filter.until,
+        };
+        let loaded = read_source(config, store, kafka, Some(range))?;
+        return print_list(loaded, json, filter);
+    }
+    list_sessions(&store_dir(config, store)?, json, filter)
 }
 
 /// The events of the store, or with `--kafka`/`--brokers` of the topic (`range` bounds what is

@@ -7,9 +7,11 @@
 //! or its high watermark. Messages are the store's lines as shipped, keyed by session id.
 //!
 //! A broker quirk is handled: tansu answers a timestamp past the partition's last message with
-//! offset 0 instead of "end". So the message at the offset a broker returns is checked: when it
-//! is older than the time asked for, the answer meant "end" (a Kafka broker never returns an
-//! offset whose message is older than the time asked for).
+//! offset 0 instead of "end". So the first message read from the since-offset is checked: when
+//! it is older than `--since`, the answer meant "end" and nothing of the partition is in the
+//! range (a Kafka broker never returns an offset whose message is older than the time asked
+//! for). An until-offset at or before the start is not trusted either: the partition is then
+//! read until its first message newer than `--until`.
 
 use std::{collections::BTreeMap, fmt, time::Duration};
 
@@ -236,8 +238,8 @@ pub fn partitions<C: ConsumerContext>(
     Ok(ids)
 }
 
-/// Reads the messages of `range` from every partition of the topic, in offset order per
-/// partition (partitions one after another); with what was read from each.
+/// Reads the messages of `range` from every partition of the topic (all partitions at once),
+/// in offset order per partition, partitions one after another; with what was read from each.
 pub fn read(
     source: &KafkaSource,
     range: TimeRange,
@@ -246,43 +248,62 @@ pub fn read(
         .client_config()
         // Required by librdkafka's consumer; never joined (assign, no commits).
         .set("group.id", "tollgate-sessions-reader")
+        .set("fetch.wait.max.ms", "100")
         .create_with_context(QuietContext)
         .map_err(|e| KafkaReadError::Config(e.to_string()))?;
     let topic = source.topic.as_str();
+    let ids = partitions(&consumer, source)?;
     let mut reads = Vec::new();
-    for partition in partitions(&consumer, source)? {
+    for &partition in &ids {
         let watermarks = consumer
             .fetch_watermarks(topic, partition, BROKER_TIMEOUT)
             .map_err(|error| KafkaReadError::Request {
                 what: format!("watermarks of partition {partition}"),
                 error,
             })?;
-        let start = match range.since {
-            Some(since) => offset_for_time(&consumer, topic, partition, since, watermarks)?,
-            None => watermarks.0,
-        };
-        let end = match range.until {
-            // The first message after `until` ends the range.
-            Some(until) => offset_for_time(
-                &consumer,
-                topic,
-                partition,
-                until + time::Duration::MILLISECOND,
-                watermarks,
-            )?,
-            None => watermarks.1,
-        };
         reads.push(PartitionRead {
             partition,
             watermarks,
-            range: (start, end.max(start)),
+            range: watermarks,
             messages: 0,
         });
     }
-    let mut messages = Vec::new();
+    let since = range
+        .since
+        .map(|t| offsets_for_time(&consumer, topic, &ids, t))
+        .transpose()?;
+    // The first message after `until` ends the range.
+    let until = range
+        .until
+        .map(|t| offsets_for_time(&consumer, topic, &ids, t + time::Duration::MILLISECOND))
+        .transpose()?;
+    let mut ranges = Vec::new();
     for read in &mut reads {
-        read_range(&consumer, topic, read, &mut messages)?;
+        let (low, high) = read.watermarks;
+        let start = since
+            .as_ref()
+            .map_or(low, |o| {
+                o.get(&read.partition).copied().flatten().unwrap_or(high)
+            })
+            .clamp(low, high);
+        // An until-offset past the start is the broker's real answer; one at or before it may
+        // be tansu's "0" for a time past the end: then the timestamps bound the range.
+        let end = until
+            .as_ref()
+            .and_then(|o| o.get(&read.partition).copied().flatten())
+            .filter(|end| *end > start)
+            .unwrap_or(high)
+            .min(high);
+        read.range = (start, end);
+        ranges.push(Range {
+            next: start,
+            end,
+            check_since: range.since.map(millis),
+            until: range.until.map(millis),
+            done: start >= end,
+        });
     }
+    let messages = read_ranges(&consumer, topic, &mut reads, &mut ranges)?;
     Ok((messages, reads))
 }
 
@@ -291,145 +312,151 @@ fn millis(time: OffsetDateTime) -> i64 {
     i64::try_from(time.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
 }
 
-/// The first offset of `partition` whose message is at or after `time`, or the high watermark
-/// when there is none (see the module doc for the check of the broker's answer).
-fn offset_for_time(
+/// Per partition, the first offset whose message is at or after `time`, as the broker answers
+/// (None: no such message).
+fn offsets_for_time(
     consumer: &BaseConsumer<QuietContext>,
     topic: &str,
-    partition: i32,
+    partitions: &[i32],
     time: OffsetDateTime,
-    (low, high): (i64, i64),
-) -> Result<i64, KafkaReadError> {
-    let wanted = millis(time);
+) -> Result<BTreeMap<i32, Option<i64>>, KafkaReadError> {
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, partition, Offset::Offset(wanted))
+    for &partition in partitions {
+        list.add_partition_offset(topic, partition, Offset::Offset(millis(time)))
+            .map_err(|error| KafkaReadError::Request {
+                what: "offsets by time".into(),
+                error,
+            })?;
+    }
+    let found = consumer
+        .offsets_for_times(list, BROKER_TIMEOUT)
         .map_err(|error| KafkaReadError::Request {
             what: "offsets by time".into(),
             error,
         })?;
-    let found = consumer
-        .offsets_for_times(list, BROKER_TIMEOUT)
-        .map_err(|error| KafkaReadError::Request {
-            what: format!("offsets by time of partition {partition}"),
-            error,
-        })?;
-    let offset = found
-        .find_partition(topic, partition)
-        .and_then(|e| e.offset().to_raw())
-        .filter(|o| *o >= 0);
-    let Some(offset) = offset else {
-        return Ok(high);
-    };
-    if offset >= high {
-        return Ok(high);
-    }
-    let offset = offset.max(low);
-    match timestamp_at(consumer, topic, partition, offset)? {
-        Some(ts) if ts < wanted => Ok(high),
-        _ => Ok(offset),
-    }
+    Ok(partitions
+        .iter()
+        .map(|&p| {
+            let offset = found
+                .find_partition(topic, p)
+                .and_then(|e| e.offset().to_raw())
+                .filter(|o| *o >= 0);
+            (p, offset)
+        })
+        .collect())
 }
 
-/// The timestamp of the message at `offset` (which must exist).
-fn timestamp_at(
-    consumer: &BaseConsumer<QuietContext>,
-    topic: &str,
-    partition: i32,
-    offset: i64,
-) -> Result<Option<i64>, KafkaReadError> {
-    let mut probe = PartitionRead {
-        partition,
-        watermarks: (offset, offset + 1),
-        range: (offset, offset + 1),
-        messages: 0,
-    };
-    let mut one = Vec::new();
-    read_range(consumer, topic, &mut probe, &mut one)?;
-    Ok(one.first().and_then(|m| m.timestamp_ms))
+/// The state of one partition's read.
+#[derive(Debug)]
+struct Range {
+    next: i64,
+    end: i64,
+    /// `--since` (Unix ms): the first message read must not be older, else the broker's
+    /// offset meant "past the end" (tansu) and nothing of the partition is in the range.
+    check_since: Option<i64>,
+    /// `--until` (Unix ms): a newer message ends the range.
+    until: Option<i64>,
+    done: bool,
 }
 
-/// Reads `read.range` of one partition into `out`, counting into `read.messages`.
-fn read_range(
+/// Reads every range at once; the messages, partition after partition.
+fn read_ranges(
     consumer: &BaseConsumer<QuietContext>,
     topic: &str,
-    read: &mut PartitionRead,
-    out: &mut Vec<TopicMessage>,
-) -> Result<(), KafkaReadError> {
-    let (start, end) = read.range;
-    if start >= end {
-        return Ok(());
-    }
+    reads: &mut [PartitionRead],
+    ranges: &mut [Range],
+) -> Result<Vec<TopicMessage>, KafkaReadError> {
     let mut list = TopicPartitionList::new();
-    list.add_partition_offset(topic, read.partition, Offset::Offset(start))
-        .and_then(|()| consumer.assign(&list))
+    for (read, range) in reads.iter().zip(ranges.iter()) {
+        if !range.done {
+            list.add_partition_offset(topic, read.partition, Offset::Offset(range.next))
+                .map_err(|error| KafkaReadError::Request {
+                    what: format!("assigning partition {}", read.partition),
+                    error,
+                })?;
+        }
+    }
+    let mut out: BTreeMap<i32, Vec<TopicMessage>> = BTreeMap::new();
+    if list.count() == 0 {
+        return Ok(Vec::new());
+    }
+    consumer
+        .assign(&list)
         .map_err(|error| KafkaReadError::Request {
-            what: format!("assigning partition {}", read.partition),
+            what: "assigning partitions".into(),
             error,
         })?;
-    let mut next = start;
+    let step = Duration::from_millis(100);
     let mut idle = Duration::ZERO;
-    let step = Duration::from_millis(200);
-    while next < end {
-        match consumer.poll(step) {
+    while let Some(waiting) = reads
+        .iter()
+        .zip(ranges.iter())
+        .find(|(_, range)| !range.done)
+        .map(|(read, range)| (read.partition, range.next, range.end))
+    {
+        let message = match consumer.poll(step) {
             None => {
                 idle += step;
                 if idle >= BROKER_TIMEOUT {
                     return Err(KafkaReadError::Stalled {
                         topic: topic.to_owned(),
-                        partition: read.partition,
-                        offset: next,
-                        end,
+                        partition: waiting.0,
+                        offset: waiting.1,
+                        end: waiting.2,
                     });
                 }
+                continue;
             }
             Some(Err(error)) => {
                 // Transient (a broker reconnecting): librdkafka retries by itself.
                 tracing::debug!(%error, "kafka: consumer error while reading");
-                idle += step;
+                continue;
             }
-            Some(Ok(message)) => {
-                idle = Duration::ZERO;
-                if message.partition() != read.partition || message.offset() < next {
-                    continue;
-                }
-                next = message.offset() + 1;
-                if message.offset() >= end {
-                    break;
-                }
-                read.messages += 1;
-                out.push(TopicMessage {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    timestamp_ms: message.timestamp().to_millis(),
-                    payload: message.payload().unwrap_or_default().to_vec(),
-                });
-            }
+            Some(Ok(message)) => message,
+        };
+        idle = Duration::ZERO;
+        let Some(index) = reads
+            .iter()
+            .position(|r| r.partition == message.partition())
+        else {
+            continue;
+        };
+        let (read, range) = (&mut reads[index], &mut ranges[index]);
+        if range.done || message.offset() < range.next {
+            continue;
+        }
+        let timestamp = message.timestamp().to_millis();
+        let first = message.offset() == read.range.0;
+        range.next = message.offset() + 1;
+        if first
+            && let (Some(since), Some(ts)) = (range.check_since, timestamp)
+            && ts < since
+        {
+            // tansu's "0" for a time past the partition's last message: nothing in range.
+            range.done = true;
+            read.range = (read.watermarks.1, read.watermarks.1);
+            continue;
+        }
+        if message.offset() >= range.end
+            || range
+                .until
+                .zip(timestamp)
+                .is_some_and(|(until, ts)| ts > until)
+        {
+            range.done = true;
+            read.range.1 = message.offset();
+            continue;
+        }
+        read.messages += 1;
+        out.entry(read.partition).or_default().push(TopicMessage {
+            partition: message.partition(),
+            offset: message.offset(),
+            timestamp_ms: timestamp,
+            payload: message.payload().unwrap_or_default().to_vec(),
+        });
+        if range.next >= range.end {
+            range.done = true;
         }
     }
-    consumer
-        .unassign()
-        .map_err(|error| KafkaReadError::Request {
-            what: "unassigning".into(),
-            error,
-        })
-}
-
-/// The events of `messages`, each once (a sink may deliver an event twice: the first copy
-/// is kept), in the order read; the second value counts messages that are not events.
-#[must_use]
-pub fn events(messages: &[TopicMessage]) -> (Vec<crate::recording::RecordedEvent>, usize) {
-    let mut seen = std::collections::HashSet::new();
-    let mut events = Vec::with_capacity(messages.len());
-    let mut skipped = 0;
-    for message in messages {
-        match serde_json::from_slice::<crate::recording::RecordedEvent>(&message.payload) {
-            Ok(event) => {
-                if seen.insert(event.id) {
-                    events.push(event);
-                }
-            }
-            Err(_) => skipped += 1,
-        }
-    }
-    (events, skipped)
+    Ok(out.into_values().flatten().collect())
 }
