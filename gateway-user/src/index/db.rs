@@ -7,6 +7,7 @@
 
 use std::path::Path;
 
+use clap::ValueEnum as _;
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -58,15 +59,12 @@ CREATE TABLE IF NOT EXISTS sessions (
     client_addr TEXT,
     started_json TEXT,
     ended_json TEXT,
-    statements INTEGER NOT NULL DEFAULT 0,
-    has_delete INTEGER NOT NULL DEFAULT 0,
-    has_update INTEGER NOT NULL DEFAULT 0,
-    has_ddl INTEGER NOT NULL DEFAULT 0,
-    has_error INTEGER NOT NULL DEFAULT 0,
-    has_refused INTEGER NOT NULL DEFAULT 0
+    statements INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_last ON sessions (last_ns);
 CREATE INDEX IF NOT EXISTS sessions_target ON sessions (target);
+-- Per session: `user` (MySQL user and identity names), `group`, and `kind` (the `--kind`
+-- values some statement of the session has).
 CREATE TABLE IF NOT EXISTS session_names (
     session_id TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -347,13 +345,11 @@ impl IndexDb {
             }
         }
         for kind in &filter.kinds {
-            sql.push_str(match kind {
-                StatementKind::Delete => " AND s.has_delete",
-                StatementKind::Update => " AND s.has_update",
-                StatementKind::Ddl => " AND s.has_ddl",
-                StatementKind::Error => " AND s.has_error",
-                StatementKind::Refused => " AND s.has_refused",
-            });
+            bind(
+                &mut sql,
+                " AND s.id IN (SELECT session_id FROM session_names WHERE kind = 'kind' AND name = ?)",
+                kind_name(*kind).into(),
+            );
         }
         if filter.live {
             sql.push_str(" AND s.ended_ns IS NULL");
@@ -389,16 +385,20 @@ impl IndexDb {
     }
 }
 
-/// The first kind of `statement` among the `--kind` values, for the statements table.
-fn kinds_of(statement: &crate::recording::StatementEvent) -> [bool; 5] {
-    [
-        StatementKind::Delete,
-        StatementKind::Update,
-        StatementKind::Ddl,
-        StatementKind::Error,
-        StatementKind::Refused,
-    ]
-    .map(|k| k.matches(statement))
+/// The `--kind` value of `kind` (`delete`, `ddl`, ...).
+fn kind_name(kind: StatementKind) -> String {
+    kind.to_possible_value()
+        .map(|v| v.get_name().to_owned())
+        .unwrap_or_default()
+}
+
+/// The `--kind` values `statement` is of, in their order.
+fn kinds_of(statement: &crate::recording::StatementEvent) -> Vec<String> {
+    StatementKind::value_variants()
+        .iter()
+        .filter(|k| k.matches(statement))
+        .map(|k| kind_name(*k))
+        .collect()
 }
 
 /// Adds one event to the index (idempotent).
@@ -450,16 +450,7 @@ fn add_event(tx: &rusqlite::Transaction<'_>, event: &RecordedEvent) -> rusqlite:
             }
         }
         EventKind::Statement(st) => {
-            let [delete, update, ddl, error, refused] = kinds_of(st);
-            let kind = [
-                (delete, "delete"),
-                (update, "update"),
-                (ddl, "ddl"),
-                (refused, "refused"),
-                (error, "error"),
-            ]
-            .into_iter()
-            .find_map(|(is, name)| is.then_some(name));
+            let kinds = kinds_of(st);
             let inserted = tx.execute(
                 "INSERT OR IGNORE INTO statements (session_id, seq, time_ns, command, sql, kind, error)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -469,7 +460,7 @@ fn add_event(tx: &rusqlite::Transaction<'_>, event: &RecordedEvent) -> rusqlite:
                     at,
                     st.command,
                     st.sql,
-                    kind,
+                    (!kinds.is_empty()).then(|| kinds.join(",")),
                     st.error.as_ref().map(|e| format!("{} {}", e.code, e.message))
                 ],
             )?;
@@ -481,13 +472,12 @@ fn add_event(tx: &rusqlite::Transaction<'_>, event: &RecordedEvent) -> rusqlite:
                     )?;
                 }
                 tx.execute(
-                    "UPDATE sessions SET statements = statements + 1,
-                       has_delete = has_delete OR ?2, has_update = has_update OR ?3,
-                       has_ddl = has_ddl OR ?4, has_error = has_error OR ?5,
-                       has_refused = has_refused OR ?6
-                     WHERE id = ?1",
-                    params![id, delete, update, ddl, error, refused],
+                    "UPDATE sessions SET statements = statements + 1 WHERE id = ?1",
+                    params![id],
                 )?;
+            }
+            for kind in &kinds {
+                name("kind", kind)?;
             }
         }
         EventKind::SessionEnded(e) => {
