@@ -63,6 +63,9 @@ pub struct Config {
     /// `kernel_identity`.
     #[serde(default)]
     pub local_identities: Vec<LocalIdentityConfig>,
+    /// Guardrails on risky statements (flag or block), checked in order for every SQL text.
+    #[serde(default)]
+    pub guardrails: Vec<crate::guard::GuardrailConfig>,
 }
 
 /// `[[local_identities]]`: a Linux user on the bastion mapped to an identity.

@@ -106,6 +106,118 @@ pub struct Classified {
     pub risks: Vec<Risk>,
 }
 
+/// What a guardrail does with a statement that has one of its risks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum GuardAction {
+    /// Let it run, and mark it in the recording.
+    Flag,
+    /// Refuse it with an error naming the rule; it never reaches the database.
+    Block,
+}
+
+/// `[[guardrails]]`: what to do with statements that carry some risks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailConfig {
+    /// The rule's name, in errors and recordings.
+    pub name: String,
+    /// The risks it acts on.
+    pub risks: Vec<Risk>,
+    /// What it does.
+    pub action: GuardAction,
+    /// Identities in any of these groups are held to it (`*`: everyone, the default; sessions
+    /// whose login the gateway relays have no groups and match only `*`).
+    #[serde(default = "everyone")]
+    pub groups: Vec<String>,
+    /// Identities in any of these groups are exempt (e.g. `dba`).
+    #[serde(default)]
+    pub exempt_groups: Vec<String>,
+    /// Only on these targets (by name); all when empty.
+    #[serde(default)]
+    pub targets: Vec<String>,
+}
+
+fn everyone() -> Vec<String> {
+    vec!["*".into()]
+}
+
+impl GuardrailConfig {
+    fn applies(&self, target: &str, groups: &[String]) -> bool {
+        let member = |list: &[String]| {
+            list.iter()
+                .any(|g| g == "*" || groups.iter().any(|have| have == g))
+        };
+        (self.targets.is_empty() || self.targets.iter().any(|t| t == target))
+            && member(&self.groups)
+            && !self
+                .exempt_groups
+                .iter()
+                .any(|g| groups.iter().any(|have| have == g))
+    }
+}
+
+/// What the guardrails decided for a command: recorded with its statement.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct GuardDecision {
+    /// The strongest action of the rules that matched.
+    pub action: GuardAction,
+    /// The rule that decided (the first with that action).
+    pub rule: String,
+    /// The risks found in the command's statements.
+    pub risks: Vec<Risk>,
+}
+
+impl GuardDecision {
+    /// Whether the command must not run.
+    #[must_use]
+    pub fn blocks(&self) -> bool {
+        self.action == GuardAction::Block
+    }
+
+    /// The error a blocked command gets.
+    #[must_use]
+    pub fn message(&self) -> String {
+        let risks: Vec<&str> = self.risks.iter().map(|r| r.name()).collect();
+        format!(
+            "Tollgate: statement blocked by guardrail '{}' ({})",
+            self.rule,
+            risks.join(", ")
+        )
+    }
+}
+
+/// The guardrails' decision on `sql` for an identity in `groups` on `target`; `None` when no
+/// rule applies to any of its risks (or there are no rules: nothing is classified then).
+#[must_use]
+pub fn decide(
+    rules: &[GuardrailConfig],
+    target: &str,
+    groups: &[String],
+    sql: &str,
+) -> Option<GuardDecision> {
+    let rules: Vec<&GuardrailConfig> = rules.iter().filter(|r| r.applies(target, groups)).collect();
+    if rules.is_empty() {
+        return None;
+    }
+    let mut risks: Vec<Risk> = classify(sql).into_iter().flat_map(|c| c.risks).collect();
+    risks.sort_unstable();
+    risks.dedup();
+    let matched: Vec<&&GuardrailConfig> = rules
+        .iter()
+        .filter(|r| r.risks.iter().any(|risk| risks.contains(risk)))
+        .collect();
+    let action = matched.iter().map(|r| r.action).max()?;
+    let rule = matched.iter().find(|r| r.action == action)?;
+    Some(GuardDecision {
+        action,
+        rule: rule.name.clone(),
+        risks,
+    })
+}
+
 /// Session variables whose change turns a safety off.
 const DANGEROUS_VARIABLES: &[&str] = &[
     "sql_log_bin",
@@ -535,6 +647,62 @@ mod tests {
             proptest::prop_assert!(!classified.is_empty());
             proptest::prop_assert_eq!(expose_executable_comments(&sql).len(), sql.len());
         }
+    }
+
+    #[test]
+    fn the_strongest_matching_rule_decides_and_exempt_groups_are_left_alone() {
+        let rules: Vec<GuardrailConfig> =
+            toml::from_str::<std::collections::BTreeMap<String, Vec<GuardrailConfig>>>(
+                r#"
+            [[guardrails]]
+            name = "flag-ddl"
+            risks = ["drop", "truncate", "alter"]
+            action = "flag"
+            [[guardrails]]
+            name = "no-unbounded-writes"
+            risks = ["delete_without_where", "update_without_where", "truncate"]
+            action = "block"
+            exempt_groups = ["dba"]
+            [[guardrails]]
+            name = "prod-only"
+            risks = ["drop"]
+            action = "block"
+            targets = ["prod"]
+            "#,
+            )
+            .expect("rules")
+            .remove("guardrails")
+            .expect("guardrails");
+        let agents = ["agents".to_owned()];
+        let dba = ["dba".to_owned()];
+        let block = decide(&rules, "db", &agents, "DELETE FROM t").expect("decided");
+        assert!(block.blocks());
+        assert_eq!(block.rule, "no-unbounded-writes");
+        assert_eq!(
+            block.message(),
+            "Tollgate: statement blocked by guardrail 'no-unbounded-writes' (delete_without_where)"
+        );
+        assert_eq!(decide(&rules, "db", &dba, "DELETE FROM t"), None);
+        let flag = decide(&rules, "db", &dba, "TRUNCATE t").expect("flagged");
+        assert_eq!(
+            (flag.action, flag.rule.as_str()),
+            (GuardAction::Flag, "flag-ddl")
+        );
+        assert!(
+            decide(&rules, "db", &agents, "TRUNCATE t")
+                .expect("blocked")
+                .blocks()
+        );
+        assert_eq!(
+            decide(&rules, "db", &agents, "DROP TABLE t").map(|d| d.action),
+            Some(GuardAction::Flag)
+        );
+        assert_eq!(
+            decide(&rules, "prod", &agents, "DROP TABLE t").map(|d| d.action),
+            Some(GuardAction::Block)
+        );
+        assert_eq!(decide(&rules, "db", &agents, "SELECT 1"), None);
+        assert_eq!(decide(&[], "db", &agents, "DROP TABLE t"), None);
     }
 
     #[test]

@@ -81,6 +81,10 @@ fn start(upstream: &Upstream, config: &str) -> Gateway {
 
 /// Starts `script` ([`BUSY_CLIENT`], [`SLEEPING_CLIENT`]) on `port` and returns it once its
 /// first statement ran, with the session id `gateway` recorded for it.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the client goes back to the caller, which waits for it"
+)]
 fn busy_session(
     script: &str,
     gateway: &Gateway,

@@ -16,6 +16,9 @@ pub mod error_code {
     /// `ER_OPTION_PREVENTS_STATEMENT`: a fail-closed target's statement is refused because it
     /// cannot be recorded right now (SQLSTATE HY000).
     pub const RECORDING_UNAVAILABLE: u16 = 1290;
+    /// `ER_SPECIFIC_ACCESS_DENIED_ERROR`: a guardrail blocked the statement; the message names
+    /// the rule and the risks (SQLSTATE 42000).
+    pub const GUARDRAIL_BLOCKED: u16 = 1227;
 }
 
 /// Largest payload of one packet; an error message never comes close, but it is cut rather

@@ -213,6 +213,10 @@ pub struct StatementEvent {
     /// client sent (the contents are not recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_infile: Option<LocalInfile>,
+    /// What the guardrails (`[[guardrails]]`) decided: flagged, or blocked (then the command
+    /// never reached the database and `error` is the gateway's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<crate::guard::GuardDecision>,
 }
 
 impl Default for StatementEvent {
@@ -243,6 +247,7 @@ impl Default for StatementEvent {
             warnings: 0,
             error: None,
             local_infile: None,
+            guard: None,
         }
     }
 }

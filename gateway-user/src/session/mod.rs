@@ -290,6 +290,7 @@ async fn login_phase<'c>(
         record_started(ctx, started_record, Some(TlsInfo::default())).await;
         let mut relay = relay::Relay::new(client, server, recorder, session_id);
         relay.local_infile = target.local_infile;
+        relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
         return Some(relay);
     };
     let setup = terminate::LoginSetup {
@@ -335,7 +336,9 @@ async fn login_phase<'c>(
                 },
             )
             .await;
-            Some(relay::Relay::after_login(login, recorder, session_id))
+            let mut relay = relay::Relay::after_login(login, recorder, session_id);
+            relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
+            Some(relay)
         }
         Err(error) => {
             tracing::warn!(%session_id, "{error}");

@@ -191,6 +191,8 @@ pub struct Relay<'r> {
     pub(super) started: Instant,
     /// Whether the client waits for the response to a command.
     client_waits: ClientWaits,
+    /// The guardrails of the session's target (`[[guardrails]]`) and the target's name.
+    pub(super) guardrails: (&'r [crate::guard::GuardrailConfig], &'r str),
 }
 
 /// What the client waits for; decides the sequence id of an error the gateway tells it.
@@ -234,6 +236,7 @@ impl<'r> Relay<'r> {
             identity: None,
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
+            guardrails: (&[], ""),
         }
     }
 
@@ -258,6 +261,7 @@ impl<'r> Relay<'r> {
             identity: Some(login.identity),
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
+            guardrails: (&[], ""),
         }
     }
 
@@ -535,24 +539,41 @@ impl<'r> Relay<'r> {
         }
     }
 
+    /// What the guardrails decide for a command with SQL text (queries and prepares).
+    fn guardrails_decide(&self, kind: u8, command: &[u8]) -> Option<crate::guard::GuardDecision> {
+        let (rules, target) = self.guardrails;
+        if rules.is_empty() || !matches!(kind, com::QUERY | com::STMT_PREPARE) {
+            return None;
+        }
+        let groups = self
+            .identity
+            .as_ref()
+            .map_or(&[][..], |i| i.groups.as_slice());
+        let sql = String::from_utf8_lossy(command.get(1..).unwrap_or_default());
+        crate::guard::decide(rules, target, groups, &sql)
+    }
+
+    /// The client's next command, once the last response is flushed; `None` when it closed.
+    async fn next_command(&mut self) -> Result<Option<Vec<u8>>, RelayError> {
+        self.client.flush().await.map_err(RelayError::Downstream)?;
+        self.client.reset_sequence();
+        let next = match self.session_deadline() {
+            Some(deadline) => tokio::select! {
+                next = self.client.read_packet() => next,
+                () = tokio::time::sleep_until(deadline) => {
+                    return Err(RelayError::SessionLimit(self.session_limit()));
+                }
+            },
+            None => self.client.read_packet().await,
+        };
+        next.map_err(RelayError::Downstream)
+    }
+
     /// Commands until the client quits.
     async fn command_phase(&mut self) -> Result<(), RelayError> {
         loop {
-            self.client.flush().await.map_err(RelayError::Downstream)?;
-            self.client.reset_sequence();
-            let next = match self.session_deadline() {
-                Some(deadline) => tokio::select! {
-                    next = self.client.read_packet() => next,
-                    () = tokio::time::sleep_until(deadline) => {
-                        return Err(RelayError::SessionLimit(self.session_limit()));
-                    }
-                },
-                None => self.client.read_packet().await,
-            };
-            let command = match next {
-                Ok(Some(command)) => command,
-                Ok(None) => return Ok(()),
-                Err(error) => return Err(RelayError::Downstream(error)),
+            let Some(command) = self.next_command().await? else {
+                return Ok(());
             };
             self.client_waits = ClientWaits::Response;
             let Some(&kind) = command.first() else {
@@ -575,6 +596,7 @@ impl<'r> Relay<'r> {
                 self.database.clone(),
                 self.row_caps,
             );
+            record.guard = self.guardrails_decide(kind, &command);
             match kind {
                 _ if let Some(message) = self.unrecordable(kind) => {
                     self.refuse_client(error_code::RECORDING_UNAVAILABLE, *b"HY000", message)
@@ -582,6 +604,18 @@ impl<'r> Relay<'r> {
                     record
                         .outcome
                         .refused(error_code::RECORDING_UNAVAILABLE, message);
+                }
+                _ if let Some(message) = record
+                    .guard
+                    .as_ref()
+                    .filter(|g| g.blocks())
+                    .map(crate::guard::GuardDecision::message) =>
+                {
+                    self.refuse_client(error_code::GUARDRAIL_BLOCKED, *b"42000", &message)
+                        .await?;
+                    record
+                        .outcome
+                        .refused(error_code::GUARDRAIL_BLOCKED, &message);
                 }
                 com::BINLOG_DUMP
                 | com::BINLOG_DUMP_GTID

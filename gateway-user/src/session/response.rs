@@ -93,6 +93,8 @@ pub struct StatementRecord {
     duration: Duration,
     /// The response as it was followed.
     pub outcome: Outcome,
+    /// What the guardrails decided, if any applied.
+    pub guard: Option<crate::guard::GuardDecision>,
 }
 
 impl StatementRecord {
@@ -150,6 +152,7 @@ impl StatementRecord {
             started_at: None,
             duration: Duration::ZERO,
             outcome,
+            guard: None,
         }
     }
 
@@ -196,6 +199,7 @@ impl StatementRecord {
                 message: e.message,
             }),
             local_infile: outcome.local_infile,
+            guard: self.guard,
         }
     }
 }

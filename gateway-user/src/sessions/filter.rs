@@ -20,6 +20,10 @@ pub enum StatementKind {
     Error,
     /// A statement the gateway refused itself (it never reached the database).
     Refused,
+    /// A statement a guardrail blocked (`[[guardrails]]` with `action = "block"`).
+    Blocked,
+    /// A statement a guardrail flagged (`action = "flag"`): it ran, marked.
+    Flagged,
 }
 
 impl StatementKind {
@@ -54,6 +58,14 @@ impl StatementKind {
                 // messages name the gateway (`Tollgate: ...`); the database's always carry one.
                 e.sql_state.is_none() || e.message.contains("Tollgate:")
             }),
+            Self::Blocked => statement
+                .guard
+                .as_ref()
+                .is_some_and(crate::guard::GuardDecision::blocks),
+            Self::Flagged => statement
+                .guard
+                .as_ref()
+                .is_some_and(|g| g.action == crate::guard::GuardAction::Flag),
         }
     }
 }

@@ -1,0 +1,127 @@
+//! Guardrails (`[[guardrails]]`) through a real gateway in front of a real MariaDB, with a real
+//! client: unbounded writes are blocked with an error naming the rule (also when hidden in an
+//! executable comment or behind `WHERE 1=1`) and never reach the database, DDL runs and is
+//! flagged, and both marks are in the recording and found by `sessions list --kind`. Runs
+//! without root.
+
+use std::process::Command;
+
+use tollgate_tests::{
+    DB_PASSWORD_ENV, Gateway, Upstream, free_port, pymysql_client, terminated_config, tollgate_bin,
+};
+
+const GUARDRAILS: &str = r#"
+[[guardrails]]
+name = "no-unbounded-writes"
+risks = ["delete_without_where", "update_without_where"]
+action = "block"
+
+[[guardrails]]
+name = "ddl-watch"
+risks = ["drop", "truncate", "alter"]
+action = "flag"
+"#;
+
+/// Runs each statement and prints `ok <affected rows> <rows>` or `err <code> <message>`.
+const AGENT: &str = r#"
+import sys, pymysql
+conn = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
+    password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, autocommit=True)
+cur = conn.cursor()
+for sql in [
+    "CREATE DATABASE IF NOT EXISTS guard_test",
+    "CREATE OR REPLACE TABLE guard_test.t (id INT)",
+    "INSERT INTO guard_test.t VALUES (1), (2)",
+    "DELETE FROM guard_test.t",
+    "/*!50000 DELETE */ FROM guard_test.t",
+    "UPDATE guard_test.t SET id = 3 WHERE 1=1",
+    "DELETE FROM guard_test.t WHERE id = 1",
+    "SELECT COUNT(*) FROM guard_test.t",
+    "DROP TABLE guard_test.t",
+]:
+    try:
+        n = cur.execute(sql)
+        print('ok', n, cur.fetchall(), flush=True)
+    except pymysql.MySQLError as e:
+        print('err', e.args[0], e.args[1], flush=True)
+"#;
+
+#[test]
+fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
+    let upstream = Upstream::mariadb().expect("mariadb");
+    let port = free_port();
+    let gateway = Gateway::start_with_env(
+        None,
+        &(terminated_config(port, "db", &upstream) + GUARDRAILS),
+        &[(DB_PASSWORD_ENV, upstream.password())],
+    )
+    .expect("gateway");
+    let output = pymysql_client(AGENT, port, &upstream)
+        .wait_with_output()
+        .expect("client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        9,
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let blocked = "err 1227 Tollgate: statement blocked by guardrail 'no-unbounded-writes'";
+    assert!(lines[3].starts_with(blocked), "{}", lines[3]);
+    assert!(lines[3].ends_with("(delete_without_where)"), "{}", lines[3]);
+    assert!(
+        lines[4].starts_with(blocked),
+        "executable comment: {}",
+        lines[4]
+    );
+    assert!(lines[5].starts_with(blocked), "WHERE 1=1: {}", lines[5]);
+    assert!(lines[5].ends_with("(update_without_where)"), "{}", lines[5]);
+    assert!(
+        lines[6].starts_with("ok 1"),
+        "a bounded delete runs: {}",
+        lines[6]
+    );
+    // The blocked statements never reached the database: one row is left of two.
+    assert_eq!(lines[7], "ok 1 ((1,),)", "{stdout}");
+    assert!(
+        lines[8].starts_with("ok"),
+        "DDL runs, flagged: {}",
+        lines[8]
+    );
+
+    let events = gateway.recorded_events();
+    let statement = |sql: &str| {
+        events
+            .iter()
+            .find(|e| e["type"] == "statement" && e["sql"] == sql)
+            .unwrap_or_else(|| panic!("{sql} was not recorded"))
+            .clone()
+    };
+    let delete = statement("DELETE FROM guard_test.t");
+    assert_eq!(delete["guard"]["action"], "block", "{delete}");
+    assert_eq!(delete["guard"]["rule"], "no-unbounded-writes");
+    assert_eq!(delete["guard"]["risks"][0], "delete_without_where");
+    assert_eq!(delete["error"]["code"], 1227);
+    let drop = statement("DROP TABLE guard_test.t");
+    assert_eq!(drop["guard"]["action"], "flag", "{drop}");
+    assert_eq!(drop["guard"]["rule"], "ddl-watch");
+    assert!(drop["error"].is_null(), "{drop}");
+    assert!(
+        statement("SELECT COUNT(*) FROM guard_test.t")
+            .get("guard")
+            .is_none()
+    );
+    let session = delete["session_id"].as_str().expect("id");
+
+    for kind in ["blocked", "flagged"] {
+        let list = Command::new(tollgate_bin())
+            .args(["sessions", "list", "--json", "--kind", kind, "--store"])
+            .arg(&gateway.store)
+            .output()
+            .expect("sessions list");
+        let listed = String::from_utf8_lossy(&list.stdout);
+        assert!(list.status.success(), "{listed}");
+        assert!(listed.contains(session), "--kind {kind}: {listed}");
+    }
+}
