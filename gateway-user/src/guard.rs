@@ -114,6 +114,8 @@ pub struct Classified {
 pub enum GuardAction {
     /// Let it run, and mark it in the recording.
     Flag,
+    /// Hold it until someone in the approvers group approves it (just-in-time approval).
+    Approve,
     /// Refuse it with an error naming the rule; it never reaches the database.
     Block,
 }
@@ -177,12 +179,23 @@ impl GuardDecision {
         self.action == GuardAction::Block
     }
 
+    /// Whether the command waits for an approval before it may run.
+    #[must_use]
+    pub fn needs_approval(&self) -> bool {
+        self.action == GuardAction::Approve
+    }
+
     /// The error a blocked command gets.
     #[must_use]
     pub fn message(&self) -> String {
         let risks: Vec<&str> = self.risks.iter().map(|r| r.name()).collect();
+        let what = if self.needs_approval() {
+            "needs an approval under"
+        } else {
+            "blocked by"
+        };
         format!(
-            "Tollgate: statement blocked by guardrail '{}' ({})",
+            "Tollgate: statement {what} guardrail '{}' ({})",
             self.rule,
             risks.join(", ")
         )

@@ -608,7 +608,7 @@ impl<'r> Relay<'r> {
                 _ if let Some(message) = record
                     .guard
                     .as_ref()
-                    .filter(|g| g.blocks())
+                    .filter(|g| g.blocks() || g.needs_approval())
                     .map(crate::guard::GuardDecision::message) =>
                 {
                     self.refuse_client(error_code::GUARDRAIL_BLOCKED, *b"42000", &message)
