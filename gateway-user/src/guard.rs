@@ -12,6 +12,8 @@
 //! identifiers and comments are never mistaken for statements, and on sqlparser's syntax tree
 //! where it parses, for the conditions of `WHERE`.
 
+pub mod rate;
+
 use serde::{Deserialize, Serialize};
 use sqlparser::{
     ast::{BinaryOperator, Expr, Statement, UnaryOperator, Value},
@@ -148,17 +150,56 @@ fn everyone() -> Vec<String> {
 
 impl GuardrailConfig {
     fn applies(&self, target: &str, groups: &[String]) -> bool {
-        let member = |list: &[String]| {
-            list.iter()
-                .any(|g| g == "*" || groups.iter().any(|have| have == g))
-        };
-        (self.targets.is_empty() || self.targets.iter().any(|t| t == target))
-            && member(&self.groups)
-            && !self
-                .exempt_groups
-                .iter()
-                .any(|g| groups.iter().any(|have| have == g))
+        applies(
+            &self.targets,
+            &self.groups,
+            &self.exempt_groups,
+            target,
+            groups,
+        )
     }
+}
+
+/// Whether a rule for `targets` (all when empty), held by `held` groups (`*`: everyone) but
+/// not `exempt` ones, applies to an identity in `groups` on `target`.
+fn applies(
+    targets: &[String],
+    held: &[String],
+    exempt: &[String],
+    target: &str,
+    groups: &[String],
+) -> bool {
+    let member = |list: &[String]| {
+        list.iter()
+            .any(|g| g == "*" || groups.iter().any(|have| have == g))
+    };
+    (targets.is_empty() || targets.iter().any(|t| t == target))
+        && member(held)
+        && !exempt.iter().any(|g| groups.iter().any(|have| have == g))
+}
+
+/// What a session's guardrails need: its target's name, the rules, and the gateway's rate
+/// buckets.
+#[derive(Debug, Clone, Copy)]
+pub struct Guards<'a> {
+    /// The session's target.
+    pub target: &'a str,
+    /// `[[guardrails]]`.
+    pub guardrails: &'a [GuardrailConfig],
+    /// `[[rate_limits]]`.
+    pub rate_limits: &'a [rate::RateLimitConfig],
+    /// The rate buckets, shared by the gateway's sessions (none: no rate limits).
+    pub limiter: Option<&'a rate::RateLimiter>,
+}
+
+impl Guards<'_> {
+    /// No guardrails at all.
+    pub const NONE: Guards<'static> = Guards {
+        target: "",
+        guardrails: &[],
+        rate_limits: &[],
+        limiter: None,
+    };
 }
 
 /// What the guardrails decided for a command: recorded with its statement.
