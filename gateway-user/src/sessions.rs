@@ -382,3 +382,39 @@ fn render_login(out: &mut String, l: &crate::recording::LoginEvent) {
         let _ = writeln!(out, "          {reason}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::synthetic::Synthetic;
+
+    #[test]
+    fn a_source_drops_events_delivered_twice_and_picks_one_session() {
+        let dir = tempfile::tempdir().expect("dir");
+        let mut store =
+            Store::open(dir.path(), crate::recording::StoreOptions::default()).expect("store");
+        let base = time::OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let (one, two) = (Synthetic::nth(1, base), Synthetic::nth(2, base));
+        let (first, second) = (one.events(), two.events());
+        // At least once: the first session's events twice, the second's once.
+        for event in first.iter().chain(&first).chain(&second) {
+            store.append(event, false).expect("append");
+        }
+        store.flush().expect("flush");
+        let loaded = Source::Store(dir.path().to_owned()).load().expect("load");
+        assert_eq!(loaded.events.len(), first.len() + second.len());
+        assert_eq!(loaded.lines.len(), loaded.events.len());
+        let listed = list_events(loaded.events.clone(), &Filter::default());
+        assert_eq!(listed.len(), 2);
+        assert_eq!(
+            listed[0].statements,
+            one.sql.len() as u64,
+            "not counted twice"
+        );
+        let (events, lines) = loaded.session(&one.id().to_string()).expect("one");
+        assert_eq!(events, first);
+        assert!(lines.iter().all(|l| {
+            serde_json::from_slice::<RecordedEvent>(l).is_ok_and(|e| e.session_id == one.id())
+        }));
+    }
+}

@@ -78,16 +78,14 @@ impl Synthetic {
         }
     }
 
-    /// Its session id (a `UUIDv7` of its start, so ids sort by start).
+    /// Its session id: a `UUIDv7` of its start (so ids sort by start) and its number, the same
+    /// at every call.
     #[must_use]
     pub fn id(&self) -> Uuid {
-        let secs = u64::try_from(self.start.unix_timestamp()).unwrap_or(0);
-        let ts = uuid::Timestamp::from_unix(
-            uuid::NoContext,
-            secs,
-            u32::try_from(self.n % 1_000_000).unwrap_or(0) * 1000,
-        );
-        Uuid::new_v7(ts)
+        let millis = u64::try_from(self.start.unix_timestamp()).unwrap_or(0) * 1000;
+        let mut tail = [0_u8; 10];
+        tail[2..].copy_from_slice(&self.n.to_be_bytes());
+        uuid::Builder::from_unix_timestamp_millis(millis, &tail).into_uuid()
     }
 
     /// Its events, in order: started, login, statements, ended (when it has).

@@ -460,3 +460,34 @@ fn read_ranges(
     }
     Ok(out.into_values().flatten().collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_say_what_was_read_of_what_the_partition_holds() {
+        let read = PartitionRead {
+            partition: 2,
+            watermarks: (0, 90),
+            range: (40, 52),
+            messages: 12,
+        };
+        assert_eq!(
+            read.to_string(),
+            "partition 2: 12 message(s) read, offsets 40..52 (partition holds 0..90)"
+        );
+    }
+
+    #[test]
+    fn an_unreachable_broker_is_one_line_saying_what_to_do() {
+        let error = KafkaReadError::Unreachable {
+            brokers: "kafka1:9092".into(),
+            detail: "Broker transport failure".into(),
+        }
+        .to_string();
+        assert!(
+            !error.contains('\n') && error.contains("kafka1:9092") && error.contains("--brokers")
+        );
+    }
+}
