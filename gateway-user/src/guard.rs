@@ -106,6 +106,39 @@ pub struct Classified {
     pub verb: String,
     /// Its risks, sorted, without repeats.
     pub risks: Vec<Risk>,
+    /// The tables it names (read, written, dropped...), as written; `None` when it did not
+    /// parse, so which tables it touches is unknown.
+    pub tables: Option<Vec<TableName>>,
+}
+
+/// A table as a statement names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TableName {
+    /// The database, when the statement gives it (`shop.orders`).
+    pub database: Option<String>,
+    /// The table.
+    pub table: String,
+}
+
+impl TableName {
+    fn of(name: &sqlparser::ast::ObjectName) -> Option<Self> {
+        let parts: Vec<&str> = name
+            .0
+            .iter()
+            .filter_map(|p| p.as_ident().map(|i| i.value.as_str()))
+            .collect();
+        match parts.as_slice() {
+            [table] => Some(Self {
+                database: None,
+                table: (*table).to_owned(),
+            }),
+            [.., database, table] => Some(Self {
+                database: Some((*database).to_owned()),
+                table: (*table).to_owned(),
+            }),
+            [] => None,
+        }
+    }
 }
 
 /// What a guardrail does with a statement that has one of its risks.
@@ -129,6 +162,7 @@ pub struct GuardrailConfig {
     /// The rule's name, in errors and recordings.
     pub name: String,
     /// The risks it acts on.
+    #[serde(default)]
     pub risks: Vec<Risk>,
     /// What it does.
     pub action: GuardAction,
@@ -142,6 +176,26 @@ pub struct GuardrailConfig {
     /// Only on these targets (by name); all when empty.
     #[serde(default)]
     pub targets: Vec<String>,
+    /// Statements starting with these keywords (`DELETE`, `SELECT`...) match too, whatever
+    /// their risks.
+    #[serde(default)]
+    pub verbs: Vec<String>,
+    /// Only statements that name one of these tables: `table`, `db.table`, `db.*` or
+    /// `*.table` (unqualified names are in the session's current database). A statement that
+    /// does not parse matches (which tables it touches is unknown).
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Only statements that name a table in one of these databases (unqualified names are in
+    /// the session's current database); a statement that does not parse matches.
+    #[serde(default)]
+    pub databases: Vec<String>,
+    /// Only during these hours, UTC: `"09:00-17:00"` (a window past midnight, e.g.
+    /// `"22:00-06:00"`, wraps).
+    #[serde(default)]
+    pub hours: Option<String>,
+    /// Only on these days, UTC: `mon`, `tue`, ... `sun`.
+    #[serde(default)]
+    pub days: Vec<String>,
 }
 
 fn everyone() -> Vec<String> {
@@ -149,6 +203,75 @@ fn everyone() -> Vec<String> {
 }
 
 impl GuardrailConfig {
+    /// What is wrong with the rule, if anything (for the configuration loader).
+    #[must_use]
+    pub fn problem(&self) -> Option<String> {
+        if self.risks.is_empty() && self.verbs.is_empty() {
+            return Some("give risks, verbs or both".into());
+        }
+        if let Some(hours) = &self.hours
+            && parse_hours(hours).is_none()
+        {
+            return Some(format!(
+                "hours {hours:?} is not a window like \"09:00-17:00\""
+            ));
+        }
+        self.days
+            .iter()
+            .find(|d| weekday(d).is_none())
+            .map(|d| format!("days: {d:?} is not one of mon, tue, wed, thu, fri, sat, sun"))
+    }
+
+    /// Whether the rule is in force at `now` (its hours and days).
+    fn in_force(&self, now: time::OffsetDateTime) -> bool {
+        let now = now.to_offset(time::UtcOffset::UTC);
+        let day_ok =
+            self.days.is_empty() || self.days.iter().any(|d| weekday(d) == Some(now.weekday()));
+        let hour_ok = self
+            .hours
+            .as_deref()
+            .and_then(parse_hours)
+            .is_none_or(|(from, to)| {
+                let minute = u16::from(now.hour()) * 60 + u16::from(now.minute());
+                if from <= to {
+                    (from..to).contains(&minute)
+                } else {
+                    minute >= from || minute < to
+                }
+            });
+        day_ok && hour_ok
+    }
+
+    /// Whether one statement is one the rule acts on: one of its risks or verbs, on its
+    /// tables and databases.
+    fn matches(&self, statement: &Classified, database: Option<&str>) -> bool {
+        let risky = self.risks.iter().any(|r| statement.risks.contains(r))
+            || self
+                .verbs
+                .iter()
+                .any(|v| v.eq_ignore_ascii_case(&statement.verb));
+        if !risky {
+            return false;
+        }
+        if self.tables.is_empty() && self.databases.is_empty() {
+            return true;
+        }
+        let Some(tables) = &statement.tables else {
+            return true;
+        };
+        tables.iter().any(|t| {
+            let db = t.database.as_deref().or(database);
+            let db_ok = self.databases.is_empty()
+                || db.is_some_and(|db| self.databases.iter().any(|d| d.eq_ignore_ascii_case(db)));
+            let table_ok = self.tables.is_empty()
+                || self
+                    .tables
+                    .iter()
+                    .any(|pattern| table_matches(pattern, db, &t.table));
+            db_ok && table_ok
+        })
+    }
+
     fn applies(&self, target: &str, groups: &[String]) -> bool {
         applies(
             &self.targets,
@@ -157,6 +280,41 @@ impl GuardrailConfig {
             target,
             groups,
         )
+    }
+}
+
+/// `"HH:MM-HH:MM"` as minutes of the day.
+fn parse_hours(text: &str) -> Option<(u16, u16)> {
+    let minutes = |hm: &str| {
+        let (h, m) = hm.trim().split_once(':')?;
+        let (h, m): (u16, u16) = (h.parse().ok()?, m.parse().ok()?);
+        (h <= 24 && m < 60 && h * 60 + m <= 24 * 60).then_some(h * 60 + m)
+    };
+    let (from, to) = text.split_once('-')?;
+    Some((minutes(from)?, minutes(to)?))
+}
+
+fn weekday(name: &str) -> Option<time::Weekday> {
+    use time::Weekday::{Friday, Monday, Saturday, Sunday, Thursday, Tuesday, Wednesday};
+    Some(match name.to_ascii_lowercase().get(..3)? {
+        "mon" => Monday,
+        "tue" => Tuesday,
+        "wed" => Wednesday,
+        "thu" => Thursday,
+        "fri" => Friday,
+        "sat" => Saturday,
+        "sun" => Sunday,
+        _ => return None,
+    })
+}
+
+/// Whether `pattern` (`table`, `db.table`, `db.*`, `*.table`, any case) names `table` in
+/// `database` (a bare table pattern matches in any database).
+fn table_matches(pattern: &str, database: Option<&str>, table: &str) -> bool {
+    let same = |p: &str, v: &str| p == "*" || p.eq_ignore_ascii_case(v);
+    match pattern.split_once('.') {
+        Some((db, t)) => database.is_some_and(|d| same(db, d)) && same(t, table),
+        None => same(pattern, table),
     }
 }
 
@@ -252,16 +410,40 @@ pub fn decide(
     groups: &[String],
     sql: &str,
 ) -> Option<GuardDecision> {
-    let rules: Vec<&GuardrailConfig> = rules.iter().filter(|r| r.applies(target, groups)).collect();
+    decide_at(
+        rules,
+        target,
+        groups,
+        None,
+        time::OffsetDateTime::now_utc(),
+        sql,
+    )
+}
+
+/// [`decide`], for a session whose current database is `database`, at `now`.
+#[must_use]
+pub fn decide_at(
+    rules: &[GuardrailConfig],
+    target: &str,
+    groups: &[String],
+    database: Option<&str>,
+    now: time::OffsetDateTime,
+    sql: &str,
+) -> Option<GuardDecision> {
+    let rules: Vec<&GuardrailConfig> = rules
+        .iter()
+        .filter(|r| r.applies(target, groups) && r.in_force(now))
+        .collect();
     if rules.is_empty() {
         return None;
     }
-    let mut risks: Vec<Risk> = classify(sql).into_iter().flat_map(|c| c.risks).collect();
+    let statements = classify(sql);
+    let mut risks: Vec<Risk> = statements.iter().flat_map(|c| c.risks.clone()).collect();
     risks.sort_unstable();
     risks.dedup();
     let matched: Vec<&&GuardrailConfig> = rules
         .iter()
-        .filter(|r| r.risks.iter().any(|risk| risks.contains(risk)))
+        .filter(|r| statements.iter().any(|st| r.matches(st, database)))
         .collect();
     let action = matched.iter().map(|r| r.action).max()?;
     let rule = matched.iter().find(|r| r.action == action)?;
@@ -299,6 +481,7 @@ pub fn classify(sql: &str) -> Vec<Classified> {
         return vec![Classified {
             verb: String::new(),
             risks: vec![Risk::Unparsed],
+            tables: None,
         }];
     };
     let pieces = split_statements(&tokens);
@@ -402,7 +585,32 @@ fn classify_one(tokens: &[&Token], parsed: Option<&Statement>) -> Classified {
     }
     risks.sort_unstable();
     risks.dedup();
-    Classified { verb, risks }
+    Classified {
+        verb,
+        risks,
+        tables: parsed.map(tables_of),
+    }
+}
+
+/// Every table `statement` names, sorted, without repeats.
+fn tables_of(statement: &Statement) -> Vec<TableName> {
+    let mut tables = Vec::new();
+    let _ = sqlparser::ast::visit_relations(statement, |name| {
+        tables.extend(TableName::of(name));
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    // `DROP TABLE|VIEW` names are not relations to the visitor.
+    if let Statement::Drop {
+        object_type: sqlparser::ast::ObjectType::Table | sqlparser::ast::ObjectType::View,
+        names,
+        ..
+    } = statement
+    {
+        tables.extend(names.iter().filter_map(TableName::of));
+    }
+    tables.sort();
+    tables.dedup();
+    tables
 }
 
 fn is_user_or_role(keyword: Option<Keyword>) -> bool {
@@ -757,6 +965,97 @@ mod tests {
         );
         assert_eq!(decide(&rules, "db", &agents, "SELECT 1"), None);
         assert_eq!(decide(&[], "db", &agents, "DROP TABLE t"), None);
+    }
+
+    fn rules(text: &str) -> Vec<GuardrailConfig> {
+        let mut parsed: std::collections::BTreeMap<String, Vec<GuardrailConfig>> =
+            toml::from_str(text).expect("rules");
+        parsed.remove("guardrails").expect("guardrails")
+    }
+
+    #[test]
+    fn tables_databases_verbs_and_hours_narrow_a_rule() {
+        let rules = rules(
+            r#"
+            [[guardrails]]
+            name = "customers-readers"
+            verbs = ["select"]
+            tables = ["shop.customers", "*.cards"]
+            action = "flag"
+            [[guardrails]]
+            name = "billing-writes"
+            risks = ["update_without_where"]
+            verbs = ["delete"]
+            databases = ["billing"]
+            action = "block"
+            [[guardrails]]
+            name = "night-ddl"
+            risks = ["drop"]
+            hours = "22:00-06:00"
+            action = "block"
+            "#,
+        );
+        let at = |h: u8| {
+            time::OffsetDateTime::UNIX_EPOCH
+                .replace_hour(h)
+                .expect("hour")
+        };
+        let noon = at(12);
+        let decide = |db: Option<&str>, now, sql: &str| {
+            decide_at(&rules, "db", &[], db, now, sql).map(|d| (d.action, d.rule))
+        };
+        let flag = Some((GuardAction::Flag, "customers-readers".to_owned()));
+        assert_eq!(decide(None, noon, "SELECT * FROM shop.customers"), flag);
+        assert_eq!(
+            decide(Some("shop"), noon, "select email from customers c join x"),
+            flag
+        );
+        assert_eq!(decide(Some("other"), noon, "SELECT * FROM customers"), None);
+        assert_eq!(decide(Some("x"), noon, "SELECT * FROM pay.cards"), flag);
+        assert_eq!(decide(Some("shop"), noon, "SELECT * FROM orders"), None);
+        assert_eq!(
+            decide(Some("shop"), noon, "SELECT * FROM orders WHERE"),
+            flag,
+            "unparsed"
+        );
+        let block = Some((GuardAction::Block, "billing-writes".to_owned()));
+        assert_eq!(
+            decide(Some("billing"), noon, "DELETE FROM inv WHERE id = 1"),
+            block
+        );
+        assert_eq!(decide(None, noon, "UPDATE billing.inv SET a = 1"), block);
+        assert_eq!(
+            decide(None, noon, "UPDATE billing.inv SET a = 1 WHERE id = 2"),
+            None
+        );
+        assert_eq!(
+            decide(Some("shop"), noon, "DELETE FROM inv WHERE id = 1"),
+            None
+        );
+        let night = Some((GuardAction::Block, "night-ddl".to_owned()));
+        assert_eq!(decide(None, at(23), "DROP TABLE t"), night);
+        assert_eq!(decide(None, at(3), "DROP TABLE t"), night);
+        assert_eq!(decide(None, noon, "DROP TABLE t"), None);
+    }
+
+    #[test]
+    fn bad_rules_are_reported() {
+        let problem = |text: &str| rules(text)[0].problem();
+        assert!(problem("[[guardrails]]\nname = \"x\"\naction = \"flag\"").is_some());
+        assert!(
+            problem("[[guardrails]]\nname = \"x\"\nrisks = [\"drop\"]\naction = \"flag\"\nhours = \"9-5\"")
+                .is_some()
+        );
+        assert!(
+            problem("[[guardrails]]\nname = \"x\"\nrisks = [\"drop\"]\naction = \"flag\"\ndays = [\"someday\"]")
+                .is_some()
+        );
+        assert_eq!(
+            problem(
+                "[[guardrails]]\nname = \"x\"\nverbs = [\"drop\"]\naction = \"flag\"\nhours = \"09:00-17:30\"\ndays = [\"Mon\", \"friday\"]"
+            ),
+            None
+        );
     }
 
     #[test]
