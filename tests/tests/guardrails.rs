@@ -26,7 +26,8 @@ action = "flag"
 const AGENT: &str = r#"
 import sys, pymysql
 conn = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
-    password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, autocommit=True)
+    password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, autocommit=True,
+    client_flag=pymysql.constants.CLIENT.MULTI_STATEMENTS)
 cur = conn.cursor()
 for sql in [
     "CREATE DATABASE IF NOT EXISTS guard_test",
@@ -36,6 +37,7 @@ for sql in [
     "/*!50000 DELETE */ FROM guard_test.t",
     "UPDATE guard_test.t SET id = 3 WHERE 1=1",
     "DELETE FROM guard_test.t WHERE id = 1",
+    "SELECT 1; DELETE FROM guard_test.t",
     "SELECT COUNT(*) FROM guard_test.t",
     "DROP TABLE guard_test.t",
 ]:
@@ -44,6 +46,28 @@ for sql in [
         print('ok', n, cur.fetchall(), flush=True)
     except pymysql.MySQLError as e:
         print('err', e.args[0], e.args[1], flush=True)
+"#;
+
+/// mysql-connector-python's prepared cursor (`COM_STMT_PREPARE`, binary protocol): prints `ok`
+/// or `err <code> <message>` for each statement.
+const PREPARED_AGENT: &str = r#"
+import sys, mysql.connector
+conn = mysql.connector.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
+    password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, use_pure=True,
+    autocommit=True)
+cur = conn.cursor(prepared=True)
+for sql, params in [
+    ("CREATE OR REPLACE TABLE guard_test.p (id INT)", ()),
+    ("INSERT INTO guard_test.p VALUES (%s), (%s)", (1, 2)),
+    ("DELETE FROM guard_test.p", ()),
+    ("DELETE FROM guard_test.p WHERE id = %s", (1,)),
+    ("SELECT COUNT(*) FROM guard_test.p", ()),
+]:
+    try:
+        cur.execute(sql, params)
+        print('ok', cur.fetchall() if cur.with_rows else cur.rowcount, flush=True)
+    except mysql.connector.Error as e:
+        print('err', e.errno, e.msg, flush=True)
 "#;
 
 #[test]
@@ -63,7 +87,7 @@ fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
     let lines: Vec<&str> = stdout.lines().collect();
     assert_eq!(
         lines.len(),
-        9,
+        10,
         "{stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
@@ -82,12 +106,17 @@ fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
         "a bounded delete runs: {}",
         lines[6]
     );
-    // The blocked statements never reached the database: one row is left of two.
-    assert_eq!(lines[7], "ok 1 ((1,),)", "{stdout}");
     assert!(
-        lines[8].starts_with("ok"),
+        lines[7].starts_with(blocked),
+        "any statement of a multi-statement: {}",
+        lines[7]
+    );
+    // The blocked statements never reached the database: one row is left of two.
+    assert_eq!(lines[8], "ok 1 ((1,),)", "{stdout}");
+    assert!(
+        lines[9].starts_with("ok"),
         "DDL runs, flagged: {}",
-        lines[8]
+        lines[9]
     );
 
     let events = gateway.recorded_events();
@@ -113,6 +142,28 @@ fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
             .is_none()
     );
     let session = delete["session_id"].as_str().expect("id");
+
+    // Prepared statements are checked when prepared.
+    let output = pymysql_client(PREPARED_AGENT, port, &upstream)
+        .wait_with_output()
+        .expect("prepared client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        5,
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(lines[2].starts_with(blocked), "prepared: {}", lines[2]);
+    assert!(lines[3].starts_with("ok"), "{}", lines[3]);
+    assert_eq!(lines[4], "ok [(1,)]", "{stdout}");
+    let prepared_block = gateway
+        .recorded_events()
+        .into_iter()
+        .find(|e| e["command"] == "stmt_prepare" && e["sql"] == "DELETE FROM guard_test.p")
+        .expect("the blocked prepare is recorded");
+    assert_eq!(prepared_block["guard"]["action"], "block");
 
     for kind in ["blocked", "flagged"] {
         let list = Command::new(tollgate_bin())
