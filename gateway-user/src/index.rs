@@ -34,6 +34,8 @@ use crate::{
 const BATCH: usize = 5_000;
 /// How long one poll waits for a message.
 const POLL: Duration = Duration::from_millis(200);
+/// Following the topic: how often an idle indexer writes its progress to the meta table.
+const REFRESH_META: Duration = Duration::from_secs(30);
 /// `--once`: how long to wait for the group to assign partitions.
 const ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(90);
 
@@ -170,6 +172,7 @@ pub fn run(
         run: IndexRun::default(),
     };
     let mut unassigned = Duration::ZERO;
+    let mut idle = Duration::ZERO;
     while !stop.load(Ordering::Relaxed) {
         match indexer.consumer.poll(POLL) {
             Some(Ok(message)) => {
@@ -202,6 +205,17 @@ pub fn run(
                         }
                     } else if indexer.caught_up(db, &assigned)? {
                         break;
+                    }
+                } else {
+                    // Following: say in the meta now and then that the index is current, so
+                    // readers do not take a quiet topic for a stopped indexer.
+                    idle += POLL;
+                    if idle >= REFRESH_META {
+                        idle = Duration::ZERO;
+                        let assigned = indexer.assigned();
+                        if let Err(error) = indexer.caught_up(db, &assigned) {
+                            tracing::warn!(%error, "index: cannot refresh its progress");
+                        }
                     }
                 }
             }
@@ -268,8 +282,8 @@ impl Indexer<'_> {
         Ok(())
     }
 
-    /// Whether every partition in `assigned` is indexed to its high watermark (which is then
-    /// written to the index's meta, so its lag reads 0).
+    /// Whether every partition in `assigned` is indexed to its high watermark; writes how far
+    /// each is to the index's meta (so its lag reads 0 when caught up).
     fn caught_up(&mut self, db: &mut IndexDb, assigned: &[i32]) -> Result<bool, IndexError> {
         self.run.assigned = assigned.to_vec();
         let committed =
@@ -293,9 +307,6 @@ impl Indexer<'_> {
                 .and_then(|e| e.offset().to_raw())
                 .filter(|o| *o >= 0)
                 .unwrap_or(low);
-            if done < high {
-                return Ok(false);
-            }
             progress.push(PartitionProgress {
                 partition,
                 next_offset: done,
@@ -303,6 +314,6 @@ impl Indexer<'_> {
             });
         }
         db.apply(&[], self.topic(), &progress)?;
-        Ok(true)
+        Ok(progress.iter().all(|p| p.next_offset >= p.high_watermark))
     }
 }
