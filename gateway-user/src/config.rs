@@ -66,6 +66,10 @@ pub struct Config {
     /// Guardrails on risky statements (flag or block), checked in order for every SQL text.
     #[serde(default)]
     pub guardrails: Vec<crate::guard::GuardrailConfig>,
+    /// Inline masking of result sets (`[[masking]]`, see `docs/masking.md`); the first rule
+    /// matching a column masks it.
+    #[serde(default)]
+    pub masking: crate::mask::Masking,
 }
 
 /// `[[local_identities]]`: a Linux user on the bastion mapped to an identity.

@@ -15,6 +15,7 @@ pub mod guard;
 pub mod identity;
 pub mod index;
 pub mod intercept;
+pub mod mask;
 pub mod metrics;
 pub mod policy;
 pub mod protocol;

@@ -217,6 +217,10 @@ pub struct StatementEvent {
     /// never reached the database and `error` is the gateway's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::guard::GuardDecision>,
+    /// Cells of the result the gateway masked (`[[masking]]`); the rows above hold the masked
+    /// values only. Absent when none were.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub masked_cells: u64,
 }
 
 impl Default for StatementEvent {
@@ -248,6 +252,7 @@ impl Default for StatementEvent {
             error: None,
             local_infile: None,
             guard: None,
+            masked_cells: 0,
         }
     }
 }
@@ -258,6 +263,14 @@ impl Default for StatementEvent {
 )]
 fn is_false(value: &bool) -> bool {
     !*value
+}
+
+#[expect(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(value: &u64) -> bool {
+    *value == 0
 }
 
 /// One bound parameter of a `stmt_execute`.

@@ -291,6 +291,8 @@ async fn login_phase<'c>(
         let mut relay = relay::Relay::new(client, server, recorder, session_id);
         relay.local_infile = target.local_infile;
         relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
+        relay.masking =
+            crate::mask::SessionMasking::new(&ctx.config.masking, target.name.get_ref());
         return Some(relay);
     };
     let setup = terminate::LoginSetup {
@@ -338,6 +340,8 @@ async fn login_phase<'c>(
             .await;
             let mut relay = relay::Relay::after_login(login, recorder, session_id);
             relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
+            relay.masking =
+                crate::mask::SessionMasking::new(&ctx.config.masking, target.name.get_ref());
             Some(relay)
         }
         Err(error) => {

@@ -193,6 +193,8 @@ pub struct Relay<'r> {
     client_waits: ClientWaits,
     /// The guardrails of the session's target (`[[guardrails]]`) and the target's name.
     pub(super) guardrails: (&'r [crate::guard::GuardrailConfig], &'r str),
+    /// Masking of result sets (`[[masking]]`) and the plans of open cursors.
+    pub(super) masking: crate::mask::SessionMasking<'r>,
 }
 
 /// What the client waits for; decides the sequence id of an error the gateway tells it.
@@ -237,6 +239,7 @@ impl<'r> Relay<'r> {
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
             guardrails: (&[], ""),
+            masking: crate::mask::SessionMasking::default(),
         }
     }
 
@@ -262,6 +265,7 @@ impl<'r> Relay<'r> {
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
             guardrails: (&[], ""),
+            masking: crate::mask::SessionMasking::default(),
         }
     }
 
@@ -539,6 +543,19 @@ impl<'r> Relay<'r> {
         }
     }
 
+    /// Masking of a command (`[[masking]]`): sets up the masking of its response and returns
+    /// the statement checks' refusal, if any.
+    fn masking_setup(&self, kind: u8, command: &[u8], outcome: &mut Outcome) -> Option<String> {
+        let groups = self
+            .identity
+            .as_ref()
+            .map_or(&[][..], |i| i.groups.as_slice());
+        outcome.mask = self.masking.statement(kind, command, groups);
+        self.masking
+            .refusal(kind, command, groups)
+            .map(|refusal| refusal.message())
+    }
+
     /// What the guardrails decide for a command with SQL text (queries and prepares).
     fn guardrails_decide(&self, kind: u8, command: &[u8]) -> Option<crate::guard::GuardDecision> {
         let (rules, target) = self.guardrails;
@@ -597,6 +614,7 @@ impl<'r> Relay<'r> {
                 self.row_caps,
             );
             record.guard = self.guardrails_decide(kind, &command);
+            let masking_refusal = self.masking_setup(kind, &command, &mut record.outcome);
             match kind {
                 _ if let Some(message) = self.unrecordable(kind) => {
                     self.refuse_client(error_code::RECORDING_UNAVAILABLE, *b"HY000", message)
@@ -616,6 +634,11 @@ impl<'r> Relay<'r> {
                     record
                         .outcome
                         .refused(error_code::GUARDRAIL_BLOCKED, &message);
+                }
+                _ if let Some(message) = masking_refusal.as_deref() => {
+                    self.refuse_client(error_code::MASKING_REFUSED, *b"42000", message)
+                        .await?;
+                    record.outcome.refused(error_code::MASKING_REFUSED, message);
                 }
                 com::BINLOG_DUMP
                 | com::BINLOG_DUMP_GTID
@@ -744,11 +767,13 @@ impl<'r> Relay<'r> {
                     let capture = &outcome.capture;
                     self.prepared
                         .cursor(id, capture.columns(), capture.column_count());
+                    self.masking.cursor(id, &outcome.mask);
                 }
             }
             com::STMT_CLOSE => {
                 if let Some(id) = statement() {
                     self.prepared.close(id);
+                    self.masking.close(Some(id));
                 }
             }
             com::STMT_RESET => {
@@ -756,7 +781,10 @@ impl<'r> Relay<'r> {
                     self.prepared.reset(id);
                 }
             }
-            com::RESET_CONNECTION => self.prepared.clear(),
+            com::RESET_CONNECTION => {
+                self.prepared.clear();
+                self.masking.close(None);
+            }
             _ => {}
         }
     }

@@ -4,16 +4,17 @@
 //! [`Outcome`], recorded as a `statement` event: counts, and (through [`Capture`]) the column
 //! definitions and first rows of each result set.
 //!
-//! Rows pass one phase on their way to the client, [`Relay::mask_row`], where masking will
-//! rewrite values (a later stage): the row it returns is both forwarded and recorded, so the
-//! recording only ever holds what the client received.
+//! Rows pass one phase on their way to the client, [`Relay::mask_row`], where masking
+//! rewrites values (`[[masking]]`, [`crate::mask`]; column definitions are edited where masked
+//! values need it): the row it returns is both forwarded and recorded, so the recording only
+//! ever holds what the client received.
 
 use std::time::Duration;
 
 use time::OffsetDateTime;
 
 use super::{
-    capture::{Capture, ColumnInfo, MAX_RECORDED_COLUMNS, RowCaps},
+    capture::{Capture, MAX_RECORDED_COLUMNS, RowCaps},
     prepared::{BoundParams, PreparedStatements},
     relay::{Relay, RelayError, command_name},
 };
@@ -54,6 +55,9 @@ pub struct Outcome {
     pub local_infile: Option<LocalInfile>,
     /// Column definitions and rows as recorded.
     pub capture: Capture,
+    /// Masking of the response (`[[masking]]`): the current result set's plan and the cells
+    /// masked.
+    pub mask: crate::mask::StatementMask,
 }
 
 impl Outcome {
@@ -200,6 +204,7 @@ impl StatementRecord {
             }),
             local_infile: outcome.local_infile,
             guard: self.guard,
+            masked_cells: outcome.mask.masked_cells,
         }
     }
 }
@@ -248,6 +253,7 @@ impl Relay<'_> {
             })?;
             outcome.result_sets += 1;
             outcome.capture.result_set(columns);
+            outcome.mask.result_set();
             self.column_definitions(columns, outcome).await?;
             if !self.deprecate_eof {
                 let eof = self.server_packet().await?;
@@ -315,7 +321,7 @@ impl Relay<'_> {
                 outcome.ok(info);
                 return Ok(info.more_results());
             }
-            let row = self.mask_row(outcome.capture.columns(), row);
+            let row = self.mask_row(&mut outcome.mask, row);
             self.forward(&row).await?;
             outcome.rows += 1;
             outcome.capture.row(&row);
@@ -323,16 +329,11 @@ impl Relay<'_> {
     }
 
     /// The masking phase: runs on every row of every result set, before the row is forwarded
-    /// and recorded, with the decoding information of the result set's columns; returns the
-    /// row the client gets (and the recording keeps). Masking by policy is a later stage:
-    /// today every row passes unchanged.
-    #[expect(
-        clippy::unused_self,
-        reason = "the phase will read the session's masking policy"
-    )]
-    fn mask_row(&self, columns: &[ColumnInfo], row: Vec<u8>) -> Vec<u8> {
-        let _ = columns;
-        row
+    /// and recorded, with the plan `mask` made from the result set's column definitions;
+    /// returns the row the client gets (and the recording keeps), re-encoded when cells were
+    /// masked (`crate::mask`).
+    fn mask_row(&self, mask: &mut crate::mask::StatementMask, row: Vec<u8>) -> Vec<u8> {
+        mask.row(self.masking.masking(), row)
     }
 
     async fn column_definitions(
@@ -343,6 +344,7 @@ impl Relay<'_> {
         outcome.column_count += count;
         for _ in 0..count {
             let definition = self.server_packet().await?;
+            let definition = outcome.mask.definition(self.masking.masking(), definition);
             self.forward(&definition).await?;
             if outcome.columns.len() < MAX_RECORDED_COLUMNS {
                 outcome
@@ -374,9 +376,14 @@ impl Relay<'_> {
         outcome.warnings += u64::from(ok.warnings);
         // The result columns are remembered (for rows fetched from a cursor), not recorded.
         outcome.capture.describe(u64::from(ok.columns));
+        outcome.mask.result_set();
         for (count, columns) in [(ok.params, false), (ok.columns, true)] {
             for _ in 0..count {
-                let definition = self.server_packet().await?;
+                let mut definition = self.server_packet().await?;
+                if columns {
+                    // As the execute's will be: clients may size their buffers by these.
+                    definition = outcome.mask.definition(self.masking.masking(), definition);
+                }
                 self.forward(&definition).await?;
                 if columns {
                     outcome.capture.column_definition(&definition);
