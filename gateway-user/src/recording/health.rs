@@ -93,7 +93,7 @@ impl RecorderHealth {
     }
 
     /// Every metric: name, type, help and value.
-    fn samples(&self) -> [(&'static str, &'static str, &'static str, u64); 13] {
+    fn samples(&self) -> [(&'static str, &'static str, &'static str, u64); 15] {
         let get = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
         let flag = |flag: &AtomicBool| u64::from(flag.load(Ordering::Relaxed));
         [
@@ -178,6 +178,18 @@ impl RecorderHealth {
                 "counter",
                 "Statements fail-closed sessions refused because they could not be recorded.",
                 get(&self.refused_statements),
+            ),
+            (
+                "tollgate_masked_cells_total",
+                "counter",
+                "Result cells masked by [[masking]] rules before the client and the recording saw them.",
+                crate::mask::masked_cells_total(),
+            ),
+            (
+                "tollgate_masking_refused_statements_total",
+                "counter",
+                "Statements refused by the masking rules' statement checks.",
+                crate::mask::refused_statements_total(),
             ),
         ]
     }
