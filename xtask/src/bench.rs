@@ -13,6 +13,10 @@
 //! acknowledges during that run, and the events per second a backlog drains at: the broker is
 //! stopped (SIGSTOP) for one sysbench run, so the events wait in the spool, then continued
 //! (SIGCONT) and timed until the spool is empty.
+//!
+//! Masking: a third gateway with `[[masking]]` rules (a name rule and content detectors)
+//! reads the same 100k-row result as the plain gateway, best of 3 each, alternating; the row
+//! `masking_100k_rows` has both times and the added cost.
 
 use std::{
     fmt::Write as _,
@@ -138,6 +142,7 @@ pub fn run(root: &Path, seconds: u32) -> anyhow::Result<()> {
     results.push(kafka_row);
 
     results.push(large_reads()?);
+    let masking = masking_cost(root, &work)?;
     let rss_kib = peak_rss_kib(gateway_pid);
     let kafka_rss_kib = peak_rss_kib(kafka_gateway_pid);
 
@@ -153,6 +158,7 @@ pub fn run(root: &Path, seconds: u32) -> anyhow::Result<()> {
         &format!("{index_ms:.1}"),
         &format!(",\"filter\":\"{}\"", INDEX_FILTER.join(" ")),
     ));
+    json.push(masking);
     let json = format!("[\n  {}\n]\n", json.join(",\n  "));
     fs::write(work.join("latest.json"), json).context("writing target/bench/latest.json")?;
     println!("wrote {}", work.join("latest.json").display());
@@ -232,6 +238,44 @@ fn point_selects(seconds: u32) -> anyhow::Result<Vec<Measurement>> {
         });
     }
     Ok(results)
+}
+
+/// The gateway with `[[masking]]` rules, for the cost of masking.
+const MASK_GATEWAY_PORT: u16 = 24311;
+/// Its rules: a name rule on `email` and content detectors on every string column.
+const MASK_RULES: &str = "[[masking]]\nname = \"emails\"\ncolumns = [\"email\"]\n\
+    [[masking]]\nname = \"content\"\ndetectors = [\"email\", \"card\", \"phone\"]\n";
+/// A 100k-row result: an id, an email column (masked by name) and a text column (scanned).
+const MASK_QUERY: &str = "SELECT seq, CONCAT('user', seq, '@example.com') AS email, \
+    REPEAT('x', 40) AS note FROM seq_1_to_100000";
+
+/// Starts a gateway with [`MASK_RULES`] and reads [`MASK_QUERY`] through the plain gateway
+/// and through it (best of 3 each, alternating, so both see the same machine); the JSON item
+/// `masking_100k_rows`.
+fn masking_cost(root: &Path, work: &Path) -> anyhow::Result<String> {
+    let _gateway = ChildGuard(start_gateway(
+        root,
+        work,
+        "gateway-masking",
+        MASK_GATEWAY_PORT,
+        MASK_RULES,
+    )?);
+    let (mut plain, mut masked) = (f64::INFINITY, f64::INFINITY);
+    for _ in 0..3 {
+        plain = plain.min(read_seconds(GATEWAY_PORT, MASK_QUERY)?);
+        masked = masked.min(read_seconds(MASK_GATEWAY_PORT, MASK_QUERY)?);
+    }
+    let added = (masked / plain - 1.0) * 100.0;
+    println!(
+        "masking: 100k-row read through the gateway {plain:.3} s, with [[masking]] rules \
+         {masked:.3} s ({added:+.1}%)"
+    );
+    Ok(gateway_only(
+        "masking_100k_rows",
+        "seconds",
+        &format!("{masked:.3}"),
+        &format!(",\"unmasked\":{plain:.3},\"added_percent\":{added:.1}"),
+    ))
 }
 
 /// The million-row read on the three paths.
@@ -650,6 +694,11 @@ fn sysbench(port: u16, action: &str, threads: u32, seconds: u32) -> anyhow::Resu
 
 /// Seconds to read a million-row result with the `mariadb` client.
 fn large_read(port: u16) -> anyhow::Result<f64> {
+    read_seconds(port, "SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000000")
+}
+
+/// Seconds to read the result of `query` with the `mariadb` client.
+fn read_seconds(port: u16, query: &str) -> anyhow::Result<f64> {
     let started = Instant::now();
     let status = Command::new("mariadb")
         .args([
@@ -668,7 +717,7 @@ fn large_read(port: u16) -> anyhow::Result<f64> {
             "-B",
             "-e",
         ])
-        .arg("SELECT seq, REPEAT('x', 100) FROM seq_1_to_1000000")
+        .arg(query)
         .stdout(Stdio::null())
         .status()
         .context("running mariadb")?;
