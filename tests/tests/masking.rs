@@ -110,6 +110,20 @@ for sql in sys.stdin.read().split('\n'):
         print('err', e.errno, e.msg, flush=True)
 "#;
 
+/// A read-only cursor through mysql-connector-python's low-level calls: `COM_STMT_EXECUTE`
+/// with `CURSOR_TYPE_READ_ONLY`, then `COM_STMT_FETCH`.
+const CURSOR_CLIENT: &str = r#"
+import sys, mysql.connector
+conn = mysql.connector.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
+    password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, use_pure=True,
+    autocommit=True)
+stmt = conn.cmd_stmt_prepare(b"SELECT id, email, card FROM masktest.customers WHERE id > ?")
+result = conn.cmd_stmt_execute(stmt['statement_id'], (0,), stmt['parameters'], flags=1)
+conn.cmd_stmt_fetch(stmt['statement_id'], 10)
+rows, eof = conn.get_rows(binary=True, columns=result[1])
+print('ok', repr(rows), flush=True)
+"#;
+
 fn python(script: &str, port: u16, user: &str, password: &str, ca: &Path, input: &str) -> String {
     use std::io::Write as _;
     let mut child = Command::new("python3")
@@ -269,6 +283,14 @@ SELECT CONCAT(email) FROM masktest.customers WHERE id = %s",
     );
     assert_refused(lines[3], "customer-pii", "prevent_function_usage");
 
+    // A server-side cursor: the rows come with COM_STMT_FETCH, masked by the execute's plan.
+    let cursor = python(CURSOR_CLIENT, port, GATEWAY_USER, GATEWAY_PASSWORD, &ca, "");
+    assert!(
+        cursor.starts_with("ok ") && cursor.contains("XXXXXXXXXXXXXXXXXXXXX"),
+        "{cursor}"
+    );
+    assert!(cursor.contains("XXXXXXXXXXXX1111"), "{cursor}");
+
     // The mariadb CLI (text protocol, its own column handling).
     let ssl = format!("--ssl-ca={}", ca.display());
     let (cli, cli_err) = mariadb_script(
@@ -309,9 +331,15 @@ SELECT CONCAT(email) FROM masktest.customers WHERE id = %s",
         first["result"][0]["rows"][0][2], "XXXXXXXXXXXXXXXXXXXXX",
         "the recording holds what the client got"
     );
+    let fetch = events
+        .iter()
+        .find(|e| e["command"] == "stmt_fetch")
+        .expect("the cursor's rows came with COM_STMT_FETCH");
+    assert_eq!(fetch["masked_cells"], 2, "{fetch}");
     let mut everything = String::new();
     everything.push_str(&text);
     everything.push_str(&binary);
+    everything.push_str(&cursor);
     everything.push_str(&cli);
     everything.push_str(&cli_err);
     everything.push_str(&store_text(&gateway.store));
