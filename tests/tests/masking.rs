@@ -4,8 +4,9 @@
 //! the gateway, plain reads, aliases and computed columns come back masked, statements that
 //! would hide a masked column behind a function, a union, a subquery or a user variable are
 //! refused with the rule's error, and none of the seeded raw values is in any client's output,
-//! the recording, or the gateway's debug log. A member of the exempt group sees them raw.
-//! Runs without root.
+//! the recording, the Kafka topic, the spool, or the gateway's debug log. A server-side
+//! cursor's fetched rows are masked too. Masked cells are counted in the recording and the
+//! metrics. A member of the exempt group sees the values raw. Runs without root.
 
 use std::{
     io::{Read as _, Write as _},
@@ -86,7 +87,7 @@ exempt_groups = ["pii-readers"]
 
 /// Runs each statement with PyMySQL (text protocol) and prints `ok <rows>` or
 /// `err <code> <message>`, one line each.
-const TEXT_CLIENT: &str = r#"
+const TEXT_CLIENT: &str = r"
 import sys, pymysql
 conn = pymysql.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
     password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, autocommit=True)
@@ -99,10 +100,10 @@ for sql in sys.stdin.read().split('\n'):
         print('ok', repr(cur.fetchall()), flush=True)
     except pymysql.MySQLError as e:
         print('err', e.args[0], e.args[1], flush=True)
-"#;
+";
 
 /// The same with mysql-connector-python's prepared cursor (binary protocol).
-const BINARY_CLIENT: &str = r#"
+const BINARY_CLIENT: &str = r"
 import sys, mysql.connector
 conn = mysql.connector.connect(host='127.0.0.1', port=int(sys.argv[1]), user=sys.argv[2],
     password=sys.argv[3], ssl_ca=sys.argv[4], ssl_verify_cert=True, use_pure=True,
@@ -116,7 +117,7 @@ for sql in sys.stdin.read().split('\n'):
         print('ok', repr(cur.fetchall()), flush=True)
     except mysql.connector.Error as e:
         print('err', e.errno, e.msg, flush=True)
-"#;
+";
 
 /// A read-only cursor through mysql-connector-python's low-level calls: `COM_STMT_EXECUTE`
 /// with `CURSOR_TYPE_READ_ONLY`, then `COM_STMT_FETCH`.
