@@ -7,6 +7,7 @@
 //! No recording is served without a signed-in viewer or the admin bearer token ([`auth`]).
 //! Reading the store is blocking file I/O, so it runs on tokio's blocking pool.
 
+pub mod approvals;
 pub mod auth;
 pub mod pages;
 
@@ -62,6 +63,11 @@ pub struct AdminState {
     auth: Auth,
     /// The recorder's health for `/metrics`, when this listener serves it.
     metrics: Option<Arc<RecorderHealth>>,
+    /// The gateway's approval requests (`tollgate serve` only), and `[approvals]`.
+    approvals: Option<(
+        crate::approvals::Approvals,
+        crate::approvals::ApprovalsConfig,
+    )>,
 }
 
 impl AdminState {
@@ -72,6 +78,7 @@ impl AdminState {
             store: config.recording.store.clone(),
             auth: Auth::new(config, admin)?,
             metrics,
+            approvals: None,
         })
     }
 }
@@ -89,6 +96,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/sessions/{id}", get(show))
         .route("/sessions/{id}/replay", get(replay))
         .route("/metrics", get(metrics))
+        .merge(approvals::routes())
         .fallback(|| async {
             html(
                 StatusCode::NOT_FOUND,
@@ -103,12 +111,15 @@ pub fn router(state: Arc<AdminState>) -> Router {
 pub async fn start(
     config: &Config,
     metrics: Option<Arc<RecorderHealth>>,
+    approvals: Option<crate::approvals::Approvals>,
     shutdown: &CancellationToken,
 ) -> Result<Option<JoinHandle<()>>, AdminError> {
     let Some(admin) = &config.admin else {
         return Ok(None);
     };
-    let state = Arc::new(AdminState::new(config, metrics)?);
+    let mut state = AdminState::new(config, metrics)?;
+    state.approvals = approvals.map(|a| (a, config.approvals.clone()));
+    let state = Arc::new(state);
     serve(admin.listen, state, shutdown.clone()).await.map(Some)
 }
 
@@ -208,6 +219,7 @@ fn viewer(state: &AdminState, headers: &HeaderMap) -> Result<Viewer, Response> {
             return Ok(Viewer {
                 name: "admin token".to_owned(),
                 via: "token",
+                groups: Vec::new(),
             });
         }
         let mut response = html(

@@ -103,6 +103,51 @@ pub enum Command {
         #[command(subcommand)]
         command: SessionsCommand,
     },
+    /// Statements a guardrail holds for approval (`action = "approve"`): list, approve, deny.
+    Approvals {
+        /// What to do.
+        #[command(subcommand)]
+        command: ApprovalsCommand,
+    },
+}
+
+/// `tollgate approvals ...`: over the approvals topic when Kafka is configured (every
+/// replica), else over the control socket of the gateway on this host.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// The requests: statement, identity and process, target, impact, status.
+    List {
+        /// One JSON document (an array of requests) instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Only the gateway on this host (its control socket), even with Kafka configured.
+        #[arg(long)]
+        local: bool,
+        /// Configuration file (for the control socket and `[recording.kafka]`).
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Approve a held statement: it runs (once) if its client still waits, or when the same
+    /// statement is run again within `[approvals] window`.
+    Approve(DecideArgs),
+    /// Deny a held statement: its client gets an error naming you and the reason.
+    Deny(DecideArgs),
+}
+
+/// The arguments of `approvals approve|deny`.
+#[derive(Debug, clap::Args)]
+pub struct DecideArgs {
+    /// The request's id, or a unique prefix of it.
+    pub id: String,
+    /// Why, recorded with the decision and shown to the client on a denial.
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// Only the gateway on this host (its control socket), even with Kafka configured.
+    #[arg(long)]
+    pub local: bool,
+    /// Configuration file (for the control socket and `[recording.kafka]`).
+    #[arg(long, short, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
 }
 
 /// `tollgate sessions ...`

@@ -66,6 +66,9 @@ pub struct Config {
     /// Guardrails on risky statements (flag or block), checked in order for every SQL text.
     #[serde(default)]
     pub guardrails: Vec<crate::guard::GuardrailConfig>,
+    /// Just-in-time approvals of statements a guardrail holds (`action = "approve"`).
+    #[serde(default)]
+    pub approvals: crate::approvals::ApprovalsConfig,
     /// Inline masking of result sets (`[[masking]]`, see `docs/masking.md`); the first rule
     /// matching a column masks it.
     #[serde(default)]
@@ -632,6 +635,9 @@ impl Config {
         if let Some(admin) = &self.admin {
             admin.validate(&self.oidc)?;
         }
+        self.approvals
+            .validate()
+            .map_err(|(field, message)| Invalid::new(0, field, message))?;
         if !self.interception.cgroup.is_absolute() {
             return Err(Invalid::new(
                 0,

@@ -129,10 +129,14 @@ struct Inner {
     locks: HashMap<String, IdentityLock>,
 }
 
-/// The sessions live on this gateway, and the identity locks in force.
+/// The sessions live on this gateway, the identity locks in force, and the statements held
+/// for approval.
 #[derive(Debug, Clone, Default)]
 pub struct LiveSessions {
     inner: Arc<Mutex<Inner>>,
+    /// Approval requests (`tollgate approvals`, over the same socket and, with Kafka, the
+    /// approvals topic).
+    pub approvals: crate::approvals::Approvals,
 }
 
 impl LiveSessions {

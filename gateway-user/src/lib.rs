@@ -7,6 +7,7 @@
 //! writes session events to the embedded store, which [`sessions`] reads back.
 
 pub mod admin;
+pub mod approvals;
 pub mod auth;
 pub mod cli;
 pub mod config;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tollgate::{
-    cli::{Cli, Command, ExportFormat, KafkaArgs, ScanRange, SessionsCommand},
+    cli::{ApprovalsCommand, Cli, Command, ExportFormat, KafkaArgs, ScanRange, SessionsCommand},
     config::Config,
     intercept::join_cgroup,
     recording::{SigningKey, Store, chain},
@@ -90,7 +90,48 @@ fn run(command: Command) -> anyhow::Result<()> {
             kafka,
         } => index_topic(&config, &index, group, once, &kafka),
         Command::Ui { config, listen } => ui(&config, listen),
+        Command::Approvals { command } => approvals_command(command),
     }
+}
+
+/// `tollgate approvals list|approve|deny`.
+fn approvals_command(command: ApprovalsCommand) -> anyhow::Result<()> {
+    use tollgate::{approvals::order, control::order::Channel};
+    let channel = |local| if local { Channel::Local } else { Channel::Auto };
+    match command {
+        ApprovalsCommand::List {
+            json,
+            local,
+            config,
+        } => {
+            let list = order::list(&Config::load(&config)?, channel(local))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else if list.is_empty() {
+                println!("no approval requests");
+            } else {
+                for approval in &list {
+                    println!("{}", order::describe(approval));
+                }
+            }
+        }
+        ApprovalsCommand::Approve(args) => decide(&args, true)?,
+        ApprovalsCommand::Deny(args) => decide(&args, false)?,
+    }
+    Ok(())
+}
+
+fn decide(args: &tollgate::cli::DecideArgs, approved: bool) -> anyhow::Result<()> {
+    use tollgate::{approvals::order, control::order::Channel};
+    let config = Config::load(&args.config)?;
+    let channel = if args.local {
+        Channel::Local
+    } else {
+        Channel::Auto
+    };
+    let decided = order::decide(&config, &args.id, approved, args.reason.clone(), channel)?;
+    println!("{}", order::describe(&decided));
+    Ok(())
 }
 
 /// `tollgate ui`: the web viewer alone, until SIGINT/SIGTERM.

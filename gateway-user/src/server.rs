@@ -180,8 +180,8 @@ pub async fn run(
         }
     };
 
-    start_metrics(&config, &recorder, &shutdown).await?;
     let (instance, live_sessions) = start_control(&config, &shutdown);
+    start_metrics(&config, &recorder, &live_sessions.approvals, &shutdown).await?;
     let abort = CancellationToken::new();
     let ctx = SessionContext {
         config: Arc::clone(&config),
@@ -248,10 +248,11 @@ pub async fn run(
 async fn start_metrics(
     config: &Config,
     recorder: &Recorder,
+    approvals: &crate::approvals::Approvals,
     shutdown: &CancellationToken,
 ) -> Result<(), ServeError> {
     let metrics_on_admin = config.metrics.listen.is_none().then(|| recorder.health());
-    crate::admin::start(config, metrics_on_admin, shutdown).await?;
+    crate::admin::start(config, metrics_on_admin, Some(approvals.clone()), shutdown).await?;
     let Some(addr) = config.metrics.listen else {
         return Ok(());
     };
@@ -283,6 +284,18 @@ fn start_control(
         );
         if let Err(error) = started {
             tracing::warn!(%error, "kill orders from other replicas will not reach this gateway");
+        }
+    }
+    if let Some((kafka, topic)) = crate::approvals::kafka::topic(config) {
+        let started = crate::approvals::kafka::start(
+            kafka,
+            topic,
+            &instance,
+            live.approvals.clone(),
+            shutdown.clone(),
+        );
+        if let Err(error) = started {
+            tracing::warn!(%error, "approvals will not be shared with other replicas");
         }
     }
     (instance, live)

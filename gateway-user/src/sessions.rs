@@ -172,7 +172,8 @@ fn summarize(events: Vec<RecordedEvent>) -> Vec<SessionSummary> {
             EventKind::SessionEnded(ended) => entry.ended = Some(ended),
             EventKind::Login(login) => entry.user = Some(login.user),
             EventKind::Statement(_) => entry.statements += 1,
-            EventKind::Gap(_) => {}
+            EventKind::Gap(_) | EventKind::ApprovalRequested(_) | EventKind::ApprovalDecided(_) => {
+            }
         }
     }
     sessions.into_values().collect()
@@ -251,6 +252,22 @@ pub fn render_session(events: &[RecordedEvent]) -> String {
                     result,
                     st.sql.as_deref().unwrap_or("")
                 );
+            }
+            EventKind::ApprovalRequested(r) => {
+                let _ = writeln!(
+                    out,
+                    "approval  {} requested: guardrail '{}', ~{} rows ({}): {}",
+                    r.approval_id,
+                    r.rule,
+                    r.impact
+                        .rows
+                        .map_or_else(|| "?".to_owned(), |n| n.to_string()),
+                    r.impact.detail,
+                    r.sql
+                );
+            }
+            EventKind::ApprovalDecided(d) => {
+                let _ = writeln!(out, "approval  {}", crate::approvals::decided_line(d));
             }
             EventKind::Gap(g) => {
                 let _ = writeln!(

@@ -98,6 +98,9 @@ pub struct Viewer {
     pub name: String,
     /// How they signed in: `oidc` or `token`.
     pub via: &'static str,
+    /// Their groups (from the issuer's groups claim; none for the admin token), for
+    /// `[approvals] approvers_group`.
+    pub groups: Vec<String>,
 }
 
 /// A signed-in browser.
@@ -325,6 +328,7 @@ impl Auth {
         Ok(Viewer {
             name: "admin token".to_owned(),
             via: "token",
+            groups: Vec::new(),
         })
     }
 
@@ -480,6 +484,7 @@ impl Auth {
         Ok(Viewer {
             name: identity.name,
             via: "oidc",
+            groups: identity.groups,
         })
     }
 }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::{
+    guard::GuardAction,
     recording::{
         EventKind, RecordedEvent, StatementEvent,
         event::{RecordedValue, ResultSet},
@@ -81,7 +82,8 @@ pub fn layout(title: &str, viewer: Option<&str>, body: &str, script: &str) -> St
     format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" \
          content=\"width=device-width\"><title>{title} · Tollgate</title><style>{STYLE}</style>\
-         </head><body><header class=\"top\"><a href=\"/sessions\">Tollgate sessions</a>{who}\
+         </head><body><header class=\"top\"><a href=\"/sessions\">Tollgate sessions</a>\
+         <a href=\"/approvals\">Approvals</a>{who}\
          </header><main>{body}</main>{script}</body></html>",
         title = esc(title)
     )
@@ -268,6 +270,12 @@ pub enum Mark {
     Error,
     /// Not all rows or values were recorded (caps).
     Truncated,
+    /// A guardrail blocked it (`guard.action = block`).
+    Blocked,
+    /// A guardrail flagged it (`guard.action = flag`).
+    Flagged,
+    /// It ran after an approval (`guard.action = approve`, not refused).
+    Approved,
 }
 
 impl Mark {
@@ -276,6 +284,9 @@ impl Mark {
             Self::Refused => "refused",
             Self::Error => "error",
             Self::Truncated => "truncated",
+            Self::Blocked => "blocked",
+            Self::Flagged => "flagged",
+            Self::Approved => "approved",
         }
     }
 }
@@ -284,6 +295,12 @@ impl Mark {
 #[must_use]
 pub fn marks(st: &StatementEvent) -> Vec<Mark> {
     let mut marks = Vec::new();
+    match st.guard.as_ref().map(|g| g.action) {
+        Some(GuardAction::Block) => marks.push(Mark::Blocked),
+        Some(GuardAction::Approve) if st.error.is_none() => marks.push(Mark::Approved),
+        Some(GuardAction::Flag) => marks.push(Mark::Flagged),
+        _ => {}
+    }
     if StatementKind::Refused.matches(st) {
         marks.push(Mark::Refused);
     } else if st.error.is_some() {
@@ -455,7 +472,10 @@ fn header(events: &[RecordedEvent]) -> String {
                     )),
                 ));
             }
-            EventKind::Statement(_) | EventKind::Gap(_) => {}
+            EventKind::Statement(_)
+            | EventKind::Gap(_)
+            | EventKind::ApprovalRequested(_)
+            | EventKind::ApprovalDecided(_) => {}
         }
     }
     if !events
@@ -651,6 +671,38 @@ pub fn session(viewer: &str, events: &[RecordedEvent]) -> String {
                     seq = st.seq,
                 );
             }
+            EventKind::ApprovalRequested(r) => {
+                let _ = write!(
+                    body,
+                    "<tr class=\"approval\"><td colspan=\"7\">approval {} requested: guardrail \
+                     '{}', impact {} ({}) <span class=\"mark mark-flagged\">held</span></td></tr>",
+                    esc(&r.approval_id.to_string()),
+                    esc(&r.rule),
+                    r.impact
+                        .rows
+                        .map_or_else(|| "unknown".to_owned(), |n| format!("~{n} rows")),
+                    esc(&r.impact.detail),
+                );
+            }
+            EventKind::ApprovalDecided(d) => {
+                let mark = if d.decision.approved {
+                    Mark::Approved
+                } else {
+                    Mark::Blocked
+                };
+                let _ = write!(
+                    body,
+                    "<tr class=\"approval\"><td colspan=\"7\">{} <span class=\"mark mark-{}\">{}\
+                     </span></td></tr>",
+                    esc(&crate::approvals::decided_line(d)),
+                    mark.name(),
+                    if d.decision.approved {
+                        "approved"
+                    } else {
+                        "denied"
+                    },
+                );
+            }
             EventKind::Gap(g) => {
                 let _ = write!(
                     body,
@@ -775,5 +827,20 @@ mod tests {
             message: "Table 'shop.x' doesn't exist".into(),
         });
         assert_eq!(marks(&st), [Mark::Error, Mark::Truncated]);
+        st.error = None;
+        st.rows_truncated = false;
+        st.params_truncated = false;
+        for (action, mark) in [
+            (GuardAction::Flag, Mark::Flagged),
+            (GuardAction::Approve, Mark::Approved),
+            (GuardAction::Block, Mark::Blocked),
+        ] {
+            st.guard = Some(crate::guard::GuardDecision {
+                action,
+                rule: "r".into(),
+                risks: vec![crate::guard::Risk::Drop],
+            });
+            assert_eq!(marks(&st)[0], mark);
+        }
     }
 }

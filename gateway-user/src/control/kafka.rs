@@ -88,7 +88,7 @@ pub fn topic(config: &KafkaConfig) -> String {
 }
 
 /// librdkafka settings to reach the brokers of `config` (TLS, SASL as configured).
-fn client_config(config: &KafkaConfig) -> Result<ClientConfig, ControlTopicError> {
+pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, ControlTopicError> {
     let mut client = ClientConfig::new();
     client.set("reconnect.backoff.max.ms", "2000");
     for (key, value) in &config.client {
@@ -101,7 +101,10 @@ fn client_config(config: &KafkaConfig) -> Result<ClientConfig, ControlTopicError
     Ok(client)
 }
 
-fn consumer(config: &KafkaConfig, name: &str) -> Result<BaseConsumer, ControlTopicError> {
+pub(crate) fn consumer(
+    config: &KafkaConfig,
+    name: &str,
+) -> Result<BaseConsumer, ControlTopicError> {
     Ok(client_config(config)?
         .set("group.id", format!("tollgate-control-{name}"))
         .set("enable.auto.commit", "false")
@@ -110,7 +113,7 @@ fn consumer(config: &KafkaConfig, name: &str) -> Result<BaseConsumer, ControlTop
         .create()?)
 }
 
-fn producer(config: &KafkaConfig) -> Result<BaseProducer, ControlTopicError> {
+pub(crate) fn producer(config: &KafkaConfig) -> Result<BaseProducer, ControlTopicError> {
     Ok(client_config(config)?
         .set("client.id", "tollgate-control")
         .set("linger.ms", "0")
@@ -127,7 +130,7 @@ fn send(producer: &BaseProducer, topic: &str, message: &ControlMessage) -> Resul
 }
 
 /// Partitions of `topic`, creating it (one partition: orders stay in order) when missing.
-fn partitions(
+pub(crate) fn partitions(
     consumer: &BaseConsumer,
     config: &KafkaConfig,
     topic: &str,

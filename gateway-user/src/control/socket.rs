@@ -133,9 +133,16 @@ async fn answer(stream: UnixStream, live: &LiveSessions) -> std::io::Result<()> 
             tracing::info!(?request, ?reply, "control order");
             serde_json::to_string(&reply)
         }
-        Err(error) => serde_json::to_string(&serde_json::json!({
-            "error": format!("not a control request: {error}")
-        })),
+        Err(error) => match serde_json::from_str(&request_line) {
+            Ok(order) => serde_json::to_string(&crate::approvals::order::answer(
+                &live.approvals,
+                order,
+                uid,
+            )),
+            Err(_) => serde_json::to_string(&serde_json::json!({
+                "error": format!("not a control request: {error}")
+            })),
+        },
     }
     .map_err(std::io::Error::other)?;
     write.write_all(reply.as_bytes()).await?;
@@ -148,7 +155,18 @@ async fn answer(stream: UnixStream, live: &LiveSessions) -> std::io::Result<()> 
 /// # Errors
 /// When no gateway answers there, or the answer is not a reply.
 pub async fn send(path: &Path, request: &Request) -> Result<Reply, ControlSocketError> {
-    let exchange = |detail: String| ControlSocketError::Exchange {
+    exchange(path, request).await
+}
+
+/// Sends any request line (control orders, approval orders) and reads the one reply line.
+///
+/// # Errors
+/// When no gateway answers there, or the answer is not a `Rep`.
+pub async fn exchange<Req: serde::Serialize, Rep: serde::de::DeserializeOwned>(
+    path: &Path,
+    request: &Req,
+) -> Result<Rep, ControlSocketError> {
+    let failed = |detail: String| ControlSocketError::Exchange {
         path: path.to_owned(),
         detail,
     };
@@ -159,7 +177,7 @@ pub async fn send(path: &Path, request: &Request) -> Result<Reply, ControlSocket
                 path: path.to_owned(),
                 source,
             })?;
-    let mut line = serde_json::to_string(request).map_err(|e| exchange(e.to_string()))?;
+    let mut line = serde_json::to_string(request).map_err(|e| failed(e.to_string()))?;
     line.push('\n');
     let mut answer = String::new();
     tokio::time::timeout(EXCHANGE_TIMEOUT, async {
@@ -170,10 +188,10 @@ pub async fn send(path: &Path, request: &Request) -> Result<Reply, ControlSocket
             .await
     })
     .await
-    .map_err(|_| exchange("no answer within 5 s".into()))?
-    .map_err(|e| exchange(e.to_string()))?;
+    .map_err(|_| failed("no answer within 5 s".into()))?
+    .map_err(|e| failed(e.to_string()))?;
     serde_json::from_str(&answer)
-        .map_err(|_| exchange(format!("unexpected answer: {}", answer.trim())))
+        .map_err(|_| failed(format!("unexpected answer: {}", answer.trim())))
 }
 
 #[cfg(test)]

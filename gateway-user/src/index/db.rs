@@ -486,7 +486,7 @@ fn add_event(tx: &rusqlite::Transaction<'_>, event: &RecordedEvent) -> rusqlite:
                 params![id, at, serde_json::to_string(e).unwrap_or_default()],
             )?;
         }
-        EventKind::Gap(_) => {}
+        EventKind::Gap(_) | EventKind::ApprovalRequested(_) | EventKind::ApprovalDecided(_) => {}
     }
     Ok(())
 }

@@ -71,6 +71,12 @@ pub enum EventKind {
     /// records what it lost as soon as it can again).
     #[serde(rename = "gap")]
     Gap(GapEvent),
+    /// A statement a guardrail holds for approval was put to the approvers.
+    #[serde(rename = "approval.requested")]
+    ApprovalRequested(crate::approvals::ApprovalRequest),
+    /// An approver approved or denied a held statement.
+    #[serde(rename = "approval.decided")]
+    ApprovalDecided(crate::approvals::ApprovalDecided),
 }
 
 /// Body of `gap`: events the gateway could not record, and why.

@@ -279,6 +279,7 @@ async fn login_phase<'c>(
     started: tokio::time::Instant,
 ) -> Option<relay::Relay<'c>> {
     let session_id = started_record.session_id;
+    let hold = Some(hold_setup(ctx, target, process, &started_record));
     let recorder = ctx.recorder.for_session(target.recording_failure());
     let target_index = ctx
         .config
@@ -291,6 +292,7 @@ async fn login_phase<'c>(
         let mut relay = relay::Relay::new(client, server, recorder, session_id);
         relay.local_infile = target.local_infile;
         relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
+        relay.approval.setup = hold;
         relay.masking =
             crate::mask::SessionMasking::new(&ctx.config.masking, target.name.get_ref());
         return Some(relay);
@@ -340,6 +342,7 @@ async fn login_phase<'c>(
             .await;
             let mut relay = relay::Relay::after_login(login, recorder, session_id);
             relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
+            relay.approval.setup = hold;
             relay.masking =
                 crate::mask::SessionMasking::new(&ctx.config.masking, target.name.get_ref());
             Some(relay)
@@ -365,6 +368,27 @@ async fn login_phase<'c>(
             .await;
             None
         }
+    }
+}
+
+/// What holding statements for approval needs of the session (who and where from).
+fn hold_setup(
+    ctx: &SessionContext,
+    target: &TargetConfig,
+    process: Option<&ProcessInfo>,
+    started: &RecordedEvent,
+) -> relay::approval::HoldSetup {
+    let client_addr = match &started.kind {
+        EventKind::SessionStarted(s) => s.client_addr.to_string(),
+        _ => String::new(),
+    };
+    relay::approval::HoldSetup {
+        approvals: ctx.live.approvals.clone(),
+        config: ctx.config.approvals.clone(),
+        process: process.cloned(),
+        client_addr,
+        target: target.name.get_ref().clone(),
+        gateway: ctx.gateway_instance.to_string(),
     }
 }
 

@@ -12,6 +12,8 @@
 //! caching; `LOCAL INFILE` is taken out of the client's request unless the target allows it
 //! (`local_infile`).
 
+pub(super) mod approval;
+
 use mysql_common::constants::CapabilityFlags;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -193,6 +195,8 @@ pub struct Relay<'r> {
     client_waits: ClientWaits,
     /// The guardrails of the session's target (`[[guardrails]]`) and the target's name.
     pub(super) guardrails: (&'r [crate::guard::GuardrailConfig], &'r str),
+    /// Just-in-time approvals: what holding a statement needs, and decisions to record.
+    pub(super) approval: approval::Holding,
     /// Masking of result sets (`[[masking]]`) and the plans of open cursors.
     pub(super) masking: crate::mask::SessionMasking<'r>,
 }
@@ -239,6 +243,7 @@ impl<'r> Relay<'r> {
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
             guardrails: (&[], ""),
+            approval: approval::Holding::default(),
             masking: crate::mask::SessionMasking::default(),
         }
     }
@@ -265,6 +270,7 @@ impl<'r> Relay<'r> {
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
             guardrails: (&[], ""),
+            approval: approval::Holding::default(),
             masking: crate::mask::SessionMasking::default(),
         }
     }
@@ -615,6 +621,7 @@ impl<'r> Relay<'r> {
             );
             record.guard = self.guardrails_decide(kind, &command);
             let masking_refusal = self.masking_setup(kind, &command, &mut record.outcome);
+            let guarded = self.hold_if_needed(&command, record.guard.as_ref()).await?;
             match kind {
                 _ if let Some(message) = self.unrecordable(kind) => {
                     self.refuse_client(error_code::RECORDING_UNAVAILABLE, *b"HY000", message)
@@ -623,12 +630,7 @@ impl<'r> Relay<'r> {
                         .outcome
                         .refused(error_code::RECORDING_UNAVAILABLE, message);
                 }
-                _ if let Some(message) = record
-                    .guard
-                    .as_ref()
-                    .filter(|g| g.blocks() || g.needs_approval())
-                    .map(crate::guard::GuardDecision::message) =>
-                {
+                _ if let Some(message) = guarded.clone() => {
                     self.refuse_client(error_code::GUARDRAIL_BLOCKED, *b"42000", &message)
                         .await?;
                     record

@@ -89,6 +89,12 @@ pub fn sql_script(events: &[RecordedEvent]) -> String {
                     g.lost_events, g.lost_statements, g.reason
                 );
             }
+            EventKind::ApprovalRequested(r) => {
+                let _ = writeln!(out, "\n-- approval {} requested", r.approval_id);
+            }
+            EventKind::ApprovalDecided(d) => {
+                let _ = writeln!(out, "\n-- {}", crate::approvals::decided_line(d));
+            }
             EventKind::SessionEnded(e) => {
                 let _ = writeln!(out, "\n-- ended {:?} after {} ms", e.reason, e.duration_ms);
             }

@@ -232,7 +232,9 @@ impl Filter {
                     }
                 }
                 EventKind::SessionEnded(_) => f.ended = true,
-                EventKind::Gap(_) => {}
+                EventKind::Gap(_)
+                | EventKind::ApprovalRequested(_)
+                | EventKind::ApprovalDecided(_) => {}
             }
         }
         order

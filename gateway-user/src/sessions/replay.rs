@@ -62,7 +62,11 @@ pub fn replay(
     let mut first = true;
     for event in events {
         match &event.kind {
-            EventKind::SessionStarted(_) | EventKind::Login(_) | EventKind::Gap(_) => {
+            EventKind::SessionStarted(_)
+            | EventKind::Login(_)
+            | EventKind::Gap(_)
+            | EventKind::ApprovalRequested(_)
+            | EventKind::ApprovalDecided(_) => {
                 out.write_all(super::render_session(std::slice::from_ref(event)).as_bytes())?;
             }
             EventKind::Statement(st) => {
