@@ -153,6 +153,7 @@ impl<'r> SessionMasking<'r> {
         let mut mask = StatementMask {
             binary: matches!(command, 0x17 | 0x1c),
             active,
+            kinds: detectors.iter().map(|(d, _)| *d).collect(),
             detectors,
             ..StatementMask::default()
         };
@@ -202,6 +203,7 @@ impl<'r> SessionMasking<'r> {
 pub struct StatementMask {
     active: Vec<usize>,
     detectors: Vec<(Detector, usize)>,
+    kinds: Vec<Detector>,
     binary: bool,
     plan: Vec<ColumnPlan>,
     /// True when some column of the plan is masked or scanned.
@@ -285,6 +287,7 @@ impl StatementMask {
         let masker = row::Masker {
             masking,
             detectors: &self.detectors,
+            kinds: &self.kinds,
         };
         let rewritten = if self.binary {
             masker.binary_row(&row, &self.plan)
@@ -299,5 +302,106 @@ impl StatementMask {
         self.masked_cells += cells;
         MASKED_CELLS.fetch_add(cells, Ordering::Relaxed);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn masking() -> Masking {
+        #[derive(Deserialize)]
+        struct File {
+            masking: Masking,
+        }
+        toml::from_str::<File>(
+            "[[masking]]\nname = \"pii\"\ncolumns = [\"email\"]\nexempt_groups = [\"pii-readers\"]\ntargets = [\"shop\"]\n",
+        )
+        .expect("valid")
+        .masking
+    }
+
+    /// A column definition of a `VARCHAR` named `name`.
+    fn definition(name: &str) -> Vec<u8> {
+        let mut p = Vec::new();
+        for field in ["def", "shop", "c", "c", name, name] {
+            row::put_lenenc_bytes(&mut p, field.as_bytes());
+        }
+        p.extend_from_slice(&[0x0c, 45, 0, 40, 0, 0, 0, 0xfd, 0, 0, 0, 0, 0]);
+        p
+    }
+
+    fn text_row(values: &[&[u8]]) -> Vec<u8> {
+        let mut p = Vec::new();
+        for v in values {
+            row::put_lenenc_bytes(&mut p, v);
+        }
+        p
+    }
+
+    #[test]
+    fn a_session_masks_unless_exempt_or_another_target() {
+        let m = masking();
+        let row = text_row(&[b"1", b"a@b.io"]);
+        for (target, groups, masked) in [
+            ("shop", vec![], true),
+            ("shop", vec!["pii-readers".to_owned()], false),
+            ("other", vec![], false),
+        ] {
+            let session = SessionMasking::new(&m, target);
+            let mut mask = session.statement(0x03, b"\x03SELECT", &groups);
+            mask.result_set();
+            let _ = mask.definition(&m, definition("id"));
+            let _ = mask.definition(&m, definition("email"));
+            let out = mask.row(&m, row.clone());
+            assert_eq!(out != row, masked, "{target} {groups:?}");
+            assert_eq!(mask.masked_cells, u64::from(masked));
+        }
+    }
+
+    #[test]
+    fn cursors_keep_their_plan_and_unknown_ones_give_nulls() {
+        let m = masking();
+        let mut session = SessionMasking::new(&m, "shop");
+        let mut execute = session.statement(0x17, b"\x17\x07\x00\x00\x00", &[]);
+        execute.result_set();
+        let _ = execute.definition(&m, definition("email"));
+        session.cursor(7, &execute);
+        // A binary row: header, bitmap, "a@b.io".
+        let mut row = vec![0x00, 0x00];
+        row::put_lenenc_bytes(&mut row, b"a@b.io");
+        let mut fetch = session.statement(0x1c, b"\x1c\x07\x00\x00\x00\x0a\x00\x00\x00", &[]);
+        let mut expected = vec![0x00, 0x00];
+        row::put_lenenc_bytes(&mut expected, b"XXXXXX");
+        assert_eq!(fetch.row(&m, row.clone()), expected);
+        session.close(Some(7));
+        let mut unknown = session.statement(0x1c, b"\x1c\x07\x00\x00\x00\x0a\x00\x00\x00", &[]);
+        assert_eq!(
+            unknown.row(&m, row),
+            [0x00, 0x04],
+            "a NULL, never the raw row"
+        );
+    }
+
+    #[test]
+    fn refusals_are_counted_and_only_for_queries_and_prepares() {
+        let m = masking();
+        let session = SessionMasking::new(&m, "shop");
+        let before = refused_statements_total();
+        let refusal = session
+            .refusal(0x03, b"\x03SELECT HEX(email) FROM c", &[])
+            .expect("refused");
+        assert_eq!(refusal.check, Check::Function);
+        assert!(refused_statements_total() > before);
+        assert!(session.refusal(0x02, b"\x02email", &[]).is_none());
+        assert!(
+            session
+                .refusal(
+                    0x03,
+                    b"\x03SELECT HEX(email) FROM c",
+                    &["pii-readers".into()]
+                )
+                .is_none()
+        );
     }
 }

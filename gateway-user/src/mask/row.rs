@@ -175,6 +175,8 @@ pub(super) struct Masker<'m> {
     pub(super) masking: &'m Masking,
     /// The detectors that apply, each with the rule it belongs to.
     pub(super) detectors: &'m [(Detector, usize)],
+    /// The same detectors alone, in the same order.
+    pub(super) kinds: &'m [Detector],
 }
 
 impl Masker<'_> {
@@ -204,7 +206,7 @@ impl Masker<'_> {
 
     /// A string value scanned by the detectors: `None` when nothing was found.
     fn scan<'a>(&self, value: &[u8]) -> Option<Cell<'a>> {
-        let kinds: Vec<Detector> = self.detectors.iter().map(|(d, _)| *d).collect();
+        let kinds = self.kinds;
         let rule_of = |i: usize| {
             self.detectors
                 .get(i)
@@ -213,22 +215,24 @@ impl Masker<'_> {
         // HEX(...) or TO_BASE64(...) of personal data: the whole value goes (checked first:
         // digit runs inside hex must not leave the rest of it readable).
         if let Some(decoded) = detectors::decoded(value)
-            && let Some(&(_, _, first)) = detectors::spans(&decoded, &kinds).first()
+            && let Some(&(_, _, first)) = detectors::spans(&decoded, kinds).first()
         {
-            let rule = rule_of(first)?;
-            return Some(match rule.style {
+            // A detector always belongs to a rule; if not, the value goes anyway.
+            return Some(rule_of(first).map_or(Cell::Null, |rule| match rule.style {
                 Style::Null => Cell::Null,
                 style => Cell::Text(styles::mask_span(style, value, rule.key.as_ref())),
-            });
+            }));
         }
-        let spans = detectors::spans(value, &kinds);
+        let spans = detectors::spans(value, kinds);
         if spans.is_empty() {
             return None;
         }
         let mut out = Vec::with_capacity(value.len());
         let mut at = 0;
         for (start, end, detector) in spans {
-            let rule = rule_of(detector)?;
+            let Some(rule) = rule_of(detector) else {
+                return Some(Cell::Null);
+            };
             if rule.style == Style::Null {
                 return Some(Cell::Null);
             }
@@ -499,6 +503,7 @@ mod tests {
         let masker = Masker {
             masking: &m,
             detectors: &detectors,
+            kinds: &[Detector::Email],
         };
         let (out, cells) = masker.text_row(&row, &plan).expect("decodes");
         assert_eq!(cells, 2);
@@ -548,6 +553,7 @@ mod tests {
         let masker = Masker {
             masking: &m,
             detectors: &[],
+            kinds: &[],
         };
         let (out, cells) = masker.binary_row(&row, &plan).expect("decodes");
         assert_eq!(cells, 4);
