@@ -66,13 +66,17 @@ pub struct Config {
     /// Guardrails on risky statements (flag or block), checked in order for every SQL text.
     #[serde(default)]
     pub guardrails: Vec<crate::guard::GuardrailConfig>,
-    /// Just-in-time approvals of statements a guardrail holds (`action = "approve"`).
-    #[serde(default)]
-    pub approvals: crate::approvals::ApprovalsConfig,
     /// Inline masking of result sets (`[[masking]]`, see `docs/masking.md`); the first rule
     /// matching a column masks it.
     #[serde(default)]
     pub masking: crate::mask::Masking,
+    /// Just-in-time approvals of statements a guardrail holds (`action = "approve"`).
+    #[serde(default)]
+    pub approvals: crate::approvals::ApprovalsConfig,
+    /// Rate guardrails: statements per second and rows read per minute, per identity or
+    /// target.
+    #[serde(default)]
+    pub rate_limits: Vec<crate::guard::rate::RateLimitConfig>,
 }
 
 /// `[[local_identities]]`: a Linux user on the bastion mapped to an identity.
@@ -644,6 +648,16 @@ impl Config {
                 "interception.cgroup",
                 "must be an absolute path inside a cgroup v2 mount",
             ));
+        }
+        for (i, rule) in self.guardrails.iter().enumerate() {
+            if let Some(problem) = rule.problem() {
+                return Err(Invalid::new(0, format!("guardrails[{i}]"), problem));
+            }
+        }
+        for (i, rule) in self.rate_limits.iter().enumerate() {
+            if let Some(problem) = rule.problem() {
+                return Err(Invalid::new(0, format!("rate_limits[{i}]"), problem));
+            }
         }
         if self.limits.max_connections == 0 {
             return Err(Invalid::new(

@@ -130,14 +130,8 @@ fn upstream_tls(target: &crate::config::TargetConfig) -> Result<Option<UpstreamT
     }))
 }
 
-/// Runs the gateway until `shutdown` is cancelled.
-pub async fn run(
-    config: Config,
-    config_path: std::path::PathBuf,
-    shutdown: CancellationToken,
-) -> Result<(), ServeError> {
-    let config = Arc::new(config);
-    let logins = login_context(&config)?;
+/// Binds every `listener.addresses` entry.
+async fn bind_listeners(config: &Config) -> Result<Vec<TcpListener>, ServeError> {
     let mut listeners = Vec::new();
     for addr in &config.listener.addresses {
         let addr = *addr.get_ref();
@@ -154,6 +148,18 @@ pub async fn run(
             })?;
         listeners.push(listener);
     }
+    Ok(listeners)
+}
+
+/// Runs the gateway until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    config_path: std::path::PathBuf,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let config = Arc::new(config);
+    let logins = login_context(&config)?;
+    let listeners = bind_listeners(&config).await?;
     let bound: Vec<SocketAddr> = listeners
         .iter()
         .filter_map(|l| l.local_addr().ok())
@@ -191,6 +197,7 @@ pub async fn run(
         abort: abort.clone(),
         logins,
         live: live_sessions,
+        limiter: Arc::default(),
     };
     tracing::info!(
         listeners = ?bound,

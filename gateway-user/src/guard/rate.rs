@@ -115,7 +115,7 @@ pub struct RateLimitHit {
     pub key: String,
     /// What ran out: `statements` or `rows`.
     pub limit: String,
-    /// How long the statement was held.
+    /// How long the statement was held (rounded up: a held statement shows at least 1).
     pub waited_ms: u64,
     /// True when the statement was refused (error 1226).
     pub refused: bool,
@@ -236,7 +236,7 @@ impl RateLimiter {
                 per: rule.per,
                 key: key.clone(),
                 limit: limit.to_owned(),
-                waited_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                waited_ms: u64::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u64::MAX),
                 refused: false,
             };
             let mut wait = Duration::ZERO;

@@ -19,6 +19,8 @@ pub mod error_code {
     /// `ER_SPECIFIC_ACCESS_DENIED_ERROR`: a guardrail blocked the statement; the message names
     /// the rule and the risks (SQLSTATE 42000).
     pub const GUARDRAIL_BLOCKED: u16 = 1227;
+    /// `ER_USER_LIMIT_REACHED`: a rate guardrail refused the statement (SQLSTATE 42000).
+    pub const RATE_LIMITED: u16 = 1226;
     /// `ER_SPECIFIC_ACCESS_DENIED_ERROR`: a masking rule's statement check refused the statement
     /// (a function, union, subquery or user variable over a masked column, or unparsable);
     /// the message names the rule, the check and the column (SQLSTATE 42000).

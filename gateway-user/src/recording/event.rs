@@ -223,6 +223,10 @@ pub struct StatementEvent {
     /// never reached the database and `error` is the gateway's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guard: Option<crate::guard::GuardDecision>,
+    /// The rate guardrail (`[[rate_limits]]`) the statement ran into: delayed, or refused
+    /// (then `error` is the gateway's 1226).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<crate::guard::rate::RateLimitHit>,
     /// Cells of the result the gateway masked (`[[masking]]`); the rows above hold the masked
     /// values only. Absent when none were.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -258,6 +262,7 @@ impl Default for StatementEvent {
             error: None,
             local_infile: None,
             guard: None,
+            rate_limit: None,
             masked_cells: 0,
         }
     }

@@ -56,6 +56,8 @@ pub struct SessionContext {
     pub logins: Option<Arc<LoginContext>>,
     /// The live sessions, for kill orders, and the identity locks.
     pub live: crate::control::LiveSessions,
+    /// The rate guardrails' buckets, shared by every session (and kept across reloads).
+    pub limiter: Arc<crate::guard::rate::RateLimiter>,
 }
 
 /// What the gateway needs to terminate logins.
@@ -291,10 +293,10 @@ async fn login_phase<'c>(
         record_started(ctx, started_record, Some(TlsInfo::default())).await;
         let mut relay = relay::Relay::new(client, server, recorder, session_id);
         relay.local_infile = target.local_infile;
-        relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
-        relay.approval.setup = hold;
+        relay.guards = guards(ctx, target);
         relay.masking =
             crate::mask::SessionMasking::new(&ctx.config.masking, target.name.get_ref());
+        relay.approval.setup = hold;
         return Some(relay);
     };
     let setup = terminate::LoginSetup {
@@ -341,10 +343,10 @@ async fn login_phase<'c>(
             )
             .await;
             let mut relay = relay::Relay::after_login(login, recorder, session_id);
-            relay.guardrails = (&ctx.config.guardrails, target.name.get_ref());
-            relay.approval.setup = hold;
+            relay.guards = guards(ctx, target);
             relay.masking =
                 crate::mask::SessionMasking::new(&ctx.config.masking, target.name.get_ref());
+            relay.approval.setup = hold;
             Some(relay)
         }
         Err(error) => {
@@ -368,6 +370,16 @@ async fn login_phase<'c>(
             .await;
             None
         }
+    }
+}
+
+/// The guardrails and rate limits of a session on `target`.
+fn guards<'c>(ctx: &'c SessionContext, target: &'c TargetConfig) -> crate::guard::Guards<'c> {
+    crate::guard::Guards {
+        target: target.name.get_ref(),
+        guardrails: &ctx.config.guardrails,
+        rate_limits: &ctx.config.rate_limits,
+        limiter: Some(&ctx.limiter),
     }
 }
 

@@ -193,8 +193,8 @@ pub struct Relay<'r> {
     pub(super) started: Instant,
     /// Whether the client waits for the response to a command.
     client_waits: ClientWaits,
-    /// The guardrails of the session's target (`[[guardrails]]`) and the target's name.
-    pub(super) guardrails: (&'r [crate::guard::GuardrailConfig], &'r str),
+    /// The guardrails and rate limits of the session's target.
+    pub(super) guards: crate::guard::Guards<'r>,
     /// Just-in-time approvals: what holding a statement needs, and decisions to record.
     pub(super) approval: approval::Holding,
     /// Masking of result sets (`[[masking]]`) and the plans of open cursors.
@@ -242,7 +242,7 @@ impl<'r> Relay<'r> {
             identity: None,
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
-            guardrails: (&[], ""),
+            guards: crate::guard::Guards::NONE,
             approval: approval::Holding::default(),
             masking: crate::mask::SessionMasking::default(),
         }
@@ -269,7 +269,7 @@ impl<'r> Relay<'r> {
             identity: Some(login.identity),
             started: Instant::now(),
             client_waits: ClientWaits::Nothing,
-            guardrails: (&[], ""),
+            guards: crate::guard::Guards::NONE,
             approval: approval::Holding::default(),
             masking: crate::mask::SessionMasking::default(),
         }
@@ -564,16 +564,62 @@ impl<'r> Relay<'r> {
 
     /// What the guardrails decide for a command with SQL text (queries and prepares).
     fn guardrails_decide(&self, kind: u8, command: &[u8]) -> Option<crate::guard::GuardDecision> {
-        let (rules, target) = self.guardrails;
+        let rules = self.guards.guardrails;
         if rules.is_empty() || !matches!(kind, com::QUERY | com::STMT_PREPARE) {
             return None;
         }
-        let groups = self
-            .identity
-            .as_ref()
-            .map_or(&[][..], |i| i.groups.as_slice());
         let sql = String::from_utf8_lossy(command.get(1..).unwrap_or_default());
-        crate::guard::decide(rules, target, groups, &sql)
+        crate::guard::decide_at(
+            rules,
+            self.guards.target,
+            self.rate_subject().groups,
+            self.database.as_deref(),
+            time::OffsetDateTime::now_utc(),
+            &sql,
+        )
+    }
+
+    /// Who the session's statements count as, for rate limits.
+    fn rate_subject(&self) -> crate::guard::rate::Subject<'_> {
+        crate::guard::rate::Subject {
+            identity: self.identity.as_ref().map(|i| i.name.as_str()),
+            groups: self
+                .identity
+                .as_ref()
+                .map_or(&[][..], |i| i.groups.as_slice()),
+            target: self.guards.target,
+        }
+    }
+
+    /// Passes a statement (`COM_QUERY`, `COM_STMT_EXECUTE`) through the rate limits: waits
+    /// when it must; the limit it ran into, if any (`refused` when it may not run).
+    async fn rate_admit(&self, kind: u8) -> Option<crate::guard::rate::RateLimitHit> {
+        use crate::guard::rate::Admission;
+        let limiter = self.guards.limiter?;
+        if self.guards.rate_limits.is_empty() || !matches!(kind, com::QUERY | com::STMT_EXECUTE) {
+            return None;
+        }
+        match limiter.admit(self.guards.rate_limits, self.rate_subject()) {
+            Admission::Go => None,
+            Admission::Wait(wait, hit) => {
+                tracing::info!(session_id = %self.session_id, rule = %hit.rule, key = %hit.key,
+                    waited_ms = hit.waited_ms, "statement delayed by a rate limit");
+                tokio::time::sleep(wait).await;
+                Some(hit)
+            }
+            Admission::Refuse(hit) => {
+                tracing::warn!(session_id = %self.session_id, rule = %hit.rule, key = %hit.key,
+                    "statement refused by a rate limit");
+                Some(hit)
+            }
+        }
+    }
+
+    /// Charges the rows a statement returned to the rate limits.
+    fn rate_count_rows(&self, rows: u64) {
+        if let Some(limiter) = self.guards.limiter {
+            limiter.count_rows(self.guards.rate_limits, self.rate_subject(), rows);
+        }
     }
 
     /// The client's next command, once the last response is flushed; `None` when it closed.
@@ -590,6 +636,39 @@ impl<'r> Relay<'r> {
             None => self.client.read_packet().await,
         };
         next.map_err(RelayError::Downstream)
+    }
+
+    /// The gateway's own checks on a command before it may go to the database, recorded in
+    /// `record`: the recorder's health, guardrails (a block, or a hold for approval), masking's
+    /// statement checks, rate limits. The first refusal, as the error to send, if any.
+    async fn gateway_checks(
+        &mut self,
+        kind: u8,
+        command: &[u8],
+        record: &mut StatementRecord,
+    ) -> Result<Option<(u16, [u8; 5], String)>, RelayError> {
+        if let Some(message) = self.unrecordable(kind) {
+            return Ok(Some((
+                error_code::RECORDING_UNAVAILABLE,
+                *b"HY000",
+                message.to_owned(),
+            )));
+        }
+        record.guard = self.guardrails_decide(kind, command);
+        let masking_refusal = self.masking_setup(kind, command, &mut record.outcome);
+        // A block, or a hold for approval that did not end in one.
+        if let Some(message) = self.hold_if_needed(command, record.guard.as_ref()).await? {
+            return Ok(Some((error_code::GUARDRAIL_BLOCKED, *b"42000", message)));
+        }
+        if let Some(message) = masking_refusal {
+            return Ok(Some((error_code::MASKING_REFUSED, *b"42000", message)));
+        }
+        record.rate_limit = self.rate_admit(kind).await;
+        Ok(record
+            .rate_limit
+            .as_ref()
+            .filter(|hit| hit.refused)
+            .map(|hit| (error_code::RATE_LIMITED, *b"42000", hit.message())))
     }
 
     /// Commands until the client quits.
@@ -619,28 +698,11 @@ impl<'r> Relay<'r> {
                 self.database.clone(),
                 self.row_caps,
             );
-            record.guard = self.guardrails_decide(kind, &command);
-            let masking_refusal = self.masking_setup(kind, &command, &mut record.outcome);
-            let guarded = self.hold_if_needed(&command, record.guard.as_ref()).await?;
+            let refusal = self.gateway_checks(kind, &command, &mut record).await?;
             match kind {
-                _ if let Some(message) = self.unrecordable(kind) => {
-                    self.refuse_client(error_code::RECORDING_UNAVAILABLE, *b"HY000", message)
-                        .await?;
-                    record
-                        .outcome
-                        .refused(error_code::RECORDING_UNAVAILABLE, message);
-                }
-                _ if let Some(message) = guarded.clone() => {
-                    self.refuse_client(error_code::GUARDRAIL_BLOCKED, *b"42000", &message)
-                        .await?;
-                    record
-                        .outcome
-                        .refused(error_code::GUARDRAIL_BLOCKED, &message);
-                }
-                _ if let Some(message) = masking_refusal.as_deref() => {
-                    self.refuse_client(error_code::MASKING_REFUSED, *b"42000", message)
-                        .await?;
-                    record.outcome.refused(error_code::MASKING_REFUSED, message);
+                _ if let Some((code, state, message)) = refusal => {
+                    self.refuse_client(code, state, &message).await?;
+                    record.outcome.refused(code, &message);
                 }
                 com::BINLOG_DUMP
                 | com::BINLOG_DUMP_GTID
@@ -679,6 +741,7 @@ impl<'r> Relay<'r> {
                 }
             }
             self.client_waits = ClientWaits::Nothing;
+            self.rate_count_rows(record.outcome.rows);
             self.remember_prepared(kind, &command, &record.outcome);
             self.track_database(kind, &command, &record.outcome);
             self.statements += 1;

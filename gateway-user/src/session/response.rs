@@ -99,6 +99,8 @@ pub struct StatementRecord {
     pub outcome: Outcome,
     /// What the guardrails decided, if any applied.
     pub guard: Option<crate::guard::GuardDecision>,
+    /// The rate limit the statement ran into, if any.
+    pub rate_limit: Option<crate::guard::rate::RateLimitHit>,
 }
 
 impl StatementRecord {
@@ -157,6 +159,7 @@ impl StatementRecord {
             duration: Duration::ZERO,
             outcome,
             guard: None,
+            rate_limit: None,
         }
     }
 
@@ -205,6 +208,7 @@ impl StatementRecord {
             local_infile: outcome.local_infile,
             guard: self.guard,
             masked_cells: outcome.mask.masked_cells,
+            rate_limit: self.rate_limit,
         }
     }
 }
