@@ -137,6 +137,17 @@ fn decide(args: &tollgate::cli::DecideArgs, approved: bool) -> anyhow::Result<()
 /// `tollgate ui`: the web viewer alone, until SIGINT/SIGTERM.
 fn ui(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     let config = Config::load(path)?;
+    until_signal(|shutdown| async move {
+        tollgate::admin::run_standalone(&config, listen, shutdown).await
+    })
+}
+
+/// Runs `task` on a single-threaded runtime with a token cancelled at SIGINT/SIGTERM.
+fn until_signal<F, E>(task: impl FnOnce(CancellationToken) -> F) -> anyhow::Result<()>
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    anyhow::Error: From<E>,
+{
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -144,7 +155,7 @@ fn ui(path: &Path, listen: Option<std::net::SocketAddr>) -> anyhow::Result<()> {
     runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(cancel_on_signal(shutdown.clone()));
-        tollgate::admin::run_standalone(&config, listen, shutdown).await
+        task(shutdown).await
     })?;
     Ok(())
 }
@@ -527,16 +538,7 @@ fn serve(path: &Path) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     // This runtime only accepts connections, handles signals and runs the recorder: sessions
     // run on the session workers (`workers.rs`).
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(cancel_on_signal(shutdown.clone()));
-        server::run(config, path.to_path_buf(), shutdown).await
-    })?;
-    Ok(())
+    until_signal(|shutdown| server::run(config, path.to_path_buf(), shutdown))
 }
 
 /// Cancels `shutdown` on the first SIGINT or SIGTERM.

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{Approvals, Message};
 use crate::{
     config::{Config, KafkaConfig},
-    control::kafka::{ControlTopicError, consumer, partitions, producer},
+    control::kafka::{ControlTopicError, consumer, partitions, producer, read_from_beginning},
 };
 
 /// The key of every message: one key, one partition, so every replica applies the changes in
@@ -25,8 +25,6 @@ use crate::{
 const KEY: &str = "approvals";
 /// How long a broker round trip may take.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long the gateway waits between attempts to reach the topic.
-const RETRY: Duration = Duration::from_secs(2);
 
 /// The approvals topic of `config`, when Kafka is configured.
 #[must_use]
@@ -85,31 +83,9 @@ fn follow(
     outbox: &Receiver<Message>,
     shutdown: &CancellationToken,
 ) {
-    let mut warned = false;
-    let assigned = loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        match partitions(consumer, kafka, topic) {
-            Ok(partitions) => break partitions,
-            Err(detail) => {
-                if !warned {
-                    tracing::warn!(topic, %detail, "approvals topic unreachable; retrying");
-                    warned = true;
-                }
-                std::thread::sleep(RETRY);
-            }
-        }
-    };
-    let mut list = TopicPartitionList::new();
-    for partition in &assigned {
-        let _ = list.add_partition_offset(topic, *partition, Offset::Beginning);
-    }
-    if let Err(error) = consumer.assign(&list) {
-        tracing::error!(topic, %error, "cannot read the approvals topic");
+    if !read_from_beginning(consumer, kafka, topic, "approvals", shutdown) {
         return;
     }
-    tracing::info!(topic, "following the approvals topic");
     while !shutdown.is_cancelled() {
         for message in outbox.try_iter() {
             if let Err(detail) = send(producer, topic, &message) {

@@ -220,35 +220,9 @@ fn follow(
     live: &LiveSessions,
     shutdown: &CancellationToken,
 ) {
-    let mut warned = false;
-    let assigned = loop {
-        if shutdown.is_cancelled() {
-            return;
-        }
-        match partitions(consumer, config, topic) {
-            Ok(partitions) => break partitions,
-            Err(detail) => {
-                if !warned {
-                    tracing::warn!(topic, %detail, "control topic unreachable; retrying");
-                    warned = true;
-                }
-                std::thread::sleep(RETRY);
-            }
-        }
-    };
-    let mut list = TopicPartitionList::new();
-    for partition in &assigned {
-        let _ = list.add_partition_offset(topic, *partition, Offset::Beginning);
-    }
-    if let Err(error) = consumer.assign(&list) {
-        tracing::error!(topic, %error, "cannot read the control topic");
+    if !read_from_beginning(consumer, config, topic, "control", shutdown) {
         return;
     }
-    tracing::info!(
-        topic,
-        partitions = assigned.len(),
-        "following the control topic"
-    );
     while !shutdown.is_cancelled() {
         let Some(received) = consumer.poll(Duration::from_millis(200)) else {
             continue;
@@ -272,6 +246,48 @@ fn follow(
             tracing::warn!(topic, %detail, "cannot acknowledge a control order");
         }
     }
+}
+
+/// Assigns every partition of `topic` to `consumer` from the beginning, waiting (and saying so
+/// once) while the brokers are away; false when `shutdown` came first or the assignment
+/// failed. `what` names the topic in log lines (`control`, `approvals`).
+pub(crate) fn read_from_beginning(
+    consumer: &BaseConsumer,
+    config: &KafkaConfig,
+    topic: &str,
+    what: &str,
+    shutdown: &CancellationToken,
+) -> bool {
+    let mut warned = false;
+    let assigned = loop {
+        if shutdown.is_cancelled() {
+            return false;
+        }
+        match partitions(consumer, config, topic) {
+            Ok(partitions) => break partitions,
+            Err(detail) => {
+                if !warned {
+                    tracing::warn!(topic, %detail, "{what} topic unreachable; retrying");
+                    warned = true;
+                }
+                std::thread::sleep(RETRY);
+            }
+        }
+    };
+    let mut list = TopicPartitionList::new();
+    for partition in &assigned {
+        let _ = list.add_partition_offset(topic, *partition, Offset::Beginning);
+    }
+    if let Err(error) = consumer.assign(&list) {
+        tracing::error!(topic, %error, "cannot read the {what} topic");
+        return false;
+    }
+    tracing::info!(
+        topic,
+        partitions = assigned.len(),
+        "following the {what} topic"
+    );
+    true
 }
 
 /// Carries out a control message on this replica; the acknowledgement to send, if any.
