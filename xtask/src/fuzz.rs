@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::command::cmd;
 
 /// The fuzz targets in `gateway-user/fuzz/fuzz_targets/`.
-const TARGETS: &[&str] = &["packets", "compressed", "config", "classify"];
+const TARGETS: &[&str] = &["packets", "compressed", "config", "classify", "mask"];
 
 /// Fuzzes each target (or only `only`) for `seconds`.
 pub fn run(root: &Path, seconds: u32, only: Option<&str>) -> anyhow::Result<()> {
