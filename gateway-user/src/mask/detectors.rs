@@ -46,21 +46,22 @@ impl Detector {
 
     fn regex(self) -> &'static Regex {
         static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-            compiled(r"(?i)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}")
+            compiled(r"(?i-u)[a-z0-9._%+\-]+@[a-z0-9\-]+(?:\.[a-z0-9\-]+)*\.[a-z]{2,}")
         });
-        static CARD: LazyLock<Regex> = LazyLock::new(|| compiled(r"(?:\d[ \-]?){12,18}\d"));
+        static CARD: LazyLock<Regex> = LazyLock::new(|| compiled(r"(?-u)(?:\d[ \-]?){12,18}\d"));
         static PHONE: LazyLock<Regex> = LazyLock::new(|| {
             compiled(
-                r"\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{2,4}){2,4}|\(?\b\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}\b",
+                r"(?-u)\+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{2,4}){2,4}|\(?\b\d{3}\)?[ .\-]\d{3}[ .\-]\d{4}\b",
             )
         });
-        static NATIONAL_ID: LazyLock<Regex> = LazyLock::new(|| compiled(r"\b\d{3}-\d{2}-\d{4}\b"));
+        static NATIONAL_ID: LazyLock<Regex> =
+            LazyLock::new(|| compiled(r"(?-u)\b\d{3}-\d{2}-\d{4}\b"));
         static IBAN: LazyLock<Regex> = LazyLock::new(|| {
-            compiled(r"(?i)\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,3})?\b")
+            compiled(r"(?i-u)\b[a-z]{2}\d{2}(?: ?[a-z0-9]{4}){2,7}(?: ?[a-z0-9]{1,3})?\b")
         });
         static API_KEY: LazyLock<Regex> = LazyLock::new(|| {
             compiled(concat!(
-                r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{10,}",
+                r"(?-u)eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{10,}",
                 r"|\b(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}",
                 r"|\b(?:AKIA|ASIA)[0-9A-Z]{16}\b",
                 r"|\bgh[pousr]_[A-Za-z0-9]{36,}",
@@ -96,6 +97,17 @@ impl Detector {
 
     /// The byte ranges of `value` that hold this kind of data.
     pub fn find(self, value: &[u8], into: &mut Vec<(usize, usize)>) {
+        // Cheap checks first: most values hold no '@' and many no digit.
+        let possible = match self {
+            Self::Email => value.contains(&b'@'),
+            Self::Card | Self::Phone | Self::NationalId | Self::Iban => {
+                value.iter().any(u8::is_ascii_digit)
+            }
+            Self::ApiKey => true,
+        };
+        if !possible {
+            return;
+        }
         for m in self.regex().find_iter(value) {
             if self.confirms(m.as_bytes()) {
                 into.push((m.start(), m.end()));
@@ -234,11 +246,17 @@ pub fn decoded(value: &[u8]) -> Option<Vec<u8>> {
         .copied()
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
+    // Base64 of text mixes upper and lower case (each group's first character carries a
+    // byte's top bits): a word of one case is not taken for it.
     if compact.len() >= 8
         && compact.len().is_multiple_of(4)
         && compact
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'='))
+        && compact.iter().any(u8::is_ascii_uppercase)
+        && compact
+            .iter()
+            .any(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
     {
         use base64::Engine as _;
         return base64::engine::general_purpose::STANDARD
@@ -336,6 +354,11 @@ mod tests {
             Some(&b"alice@x.io"[..])
         );
         assert_eq!(decoded(b"hello"), None);
+        assert_eq!(
+            decoded(b"xxxxxxxxxxxxxxxx"),
+            None,
+            "one case: not base64 of text"
+        );
         assert_eq!(decoded(b"12345"), None);
     }
 }

@@ -116,7 +116,8 @@ pub fn mask_span(style: Style, span: &[u8], key: Option<&HashKey>) -> Vec<u8> {
 
 /// Characters of `value` (UTF-8; bytes when it is not), each an `X`.
 fn full(value: &[u8]) -> Vec<u8> {
-    vec![b'X'; characters(value).len()]
+    let count = std::str::from_utf8(value).map_or(value.len(), |text| text.chars().count());
+    vec![b'X'; count]
 }
 
 /// All but the last 4 characters replaced by `X`; fully masked when 4 or fewer.
