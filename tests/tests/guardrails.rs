@@ -3,6 +3,10 @@
 //! executable comment or behind `WHERE 1=1`) and never reach the database, DDL runs and is
 //! flagged, and both marks are in the recording and found by `sessions list --kind`. Runs
 //! without root.
+#![expect(
+    clippy::disallowed_types,
+    reason = "synchronous test code: std::time::Instant is the right clock here"
+)]
 
 use std::process::Command;
 
@@ -70,6 +74,23 @@ for sql, params in [
         print('err', e.errno, e.msg, flush=True)
 "#;
 
+/// The gateway's recording once `sessions` sessions have ended in it (10 s at most: events
+/// are written just after the client has its answers).
+fn ended_sessions(gateway: &Gateway, sessions: usize) -> Vec<serde_json::Value> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let events = gateway.recorded_events();
+        if events.iter().filter(|e| e["type"] == "session.ended").count() >= sessions {
+            return events;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sessions' ends were never recorded"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
     let upstream = Upstream::mariadb().expect("mariadb");
@@ -119,7 +140,7 @@ fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
         lines[9]
     );
 
-    let events = gateway.recorded_events();
+    let events = ended_sessions(&gateway, 1);
     let statement = |sql: &str| {
         events
             .iter()
@@ -158,8 +179,7 @@ fn unbounded_writes_are_blocked_and_ddl_is_flagged_in_the_recording() {
     assert!(lines[2].starts_with(blocked), "prepared: {}", lines[2]);
     assert!(lines[3].starts_with("ok"), "{}", lines[3]);
     assert_eq!(lines[4], "ok [(1,)]", "{stdout}");
-    let prepared_block = gateway
-        .recorded_events()
+    let prepared_block = ended_sessions(&gateway, 2)
         .into_iter()
         .find(|e| e["command"] == "stmt_prepare" && e["sql"] == "DELETE FROM guard_test.p")
         .expect("the blocked prepare is recorded");

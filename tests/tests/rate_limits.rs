@@ -55,6 +55,16 @@ fn run(upstream: &Upstream, rules: &str, statements: &[&str]) -> (Vec<String>, D
         "{lines:?} {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The client is gone; its session is recorded to the end shortly after.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gateway
+        .recorded_events()
+        .iter()
+        .any(|e| e["type"] == "session.ended")
+    {
+        assert!(Instant::now() < deadline, "the session's end was never recorded");
+        std::thread::sleep(Duration::from_millis(50));
+    }
     (lines, took, gateway)
 }
 
