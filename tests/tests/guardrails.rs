@@ -80,7 +80,12 @@ fn ended_sessions(gateway: &Gateway, sessions: usize) -> Vec<serde_json::Value> 
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let events = gateway.recorded_events();
-        if events.iter().filter(|e| e["type"] == "session.ended").count() >= sessions {
+        if events
+            .iter()
+            .filter(|e| e["type"] == "session.ended")
+            .count()
+            >= sessions
+        {
             return events;
         }
         assert!(

@@ -62,7 +62,10 @@ fn run(upstream: &Upstream, rules: &str, statements: &[&str]) -> (Vec<String>, D
         .iter()
         .any(|e| e["type"] == "session.ended")
     {
-        assert!(Instant::now() < deadline, "the session's end was never recorded");
+        assert!(
+            Instant::now() < deadline,
+            "the session's end was never recorded"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     (lines, took, gateway)
