@@ -147,6 +147,9 @@ impl TableName {
 )]
 #[serde(rename_all = "snake_case")]
 pub enum GuardAction {
+    /// Let it run unmarked, whatever other rules say of the same statement (an exception,
+    /// e.g. `DROP` of scratch tables).
+    Allow,
     /// Let it run, and mark it in the recording.
     Flag,
     /// Hold it until someone in the approvers group approves it (just-in-time approval).
@@ -441,18 +444,45 @@ pub fn decide_at(
     let mut risks: Vec<Risk> = statements.iter().flat_map(|c| c.risks.clone()).collect();
     risks.sort_unstable();
     risks.dedup();
-    let matched: Vec<&&GuardrailConfig> = rules
-        .iter()
-        .filter(|r| statements.iter().any(|st| r.matches(st, database)))
-        .collect();
-    let action = matched.iter().map(|r| r.action).max()?;
-    let rule = matched.iter().find(|r| r.action == action)?;
-    Some(GuardDecision {
+    // Each statement's decision: none when an `allow` rule matches it, else its strongest
+    // rule's; a statement that does not parse and no rule speaks of is flagged. The command's
+    // is the strongest of its statements'.
+    let mut decided: Option<(GuardAction, String)> = None;
+    for statement in &statements {
+        let matched: Vec<&&GuardrailConfig> = rules
+            .iter()
+            .filter(|r| r.matches(statement, database))
+            .collect();
+        if matched.iter().any(|r| r.action == GuardAction::Allow) {
+            continue;
+        }
+        let this = match matched.iter().map(|r| r.action).max() {
+            Some(action) => matched
+                .iter()
+                .find(|r| r.action == action)
+                .map(|r| (action, r.name.clone())),
+            None if statement.risks.contains(&Risk::Unparsed) => {
+                Some((GuardAction::Flag, DEFAULT_UNPARSED_RULE.to_owned()))
+            }
+            None => None,
+        };
+        if let Some(this) = this
+            && decided.as_ref().is_none_or(|(action, _)| this.0 > *action)
+        {
+            decided = Some(this);
+        }
+    }
+    decided.map(|(action, rule)| GuardDecision {
         action,
-        rule: rule.name.clone(),
+        rule,
         risks,
     })
 }
+
+/// The rule name recorded when a statement that does not parse is flagged because no rule
+/// says what to do with it (an `allow` rule for `unparsed` turns this off; a `block` rule
+/// blocks instead).
+pub const DEFAULT_UNPARSED_RULE: &str = "default: unparsed";
 
 /// Session variables whose change turns a safety off.
 const DANGEROUS_VARIABLES: &[&str] = &[
@@ -1036,6 +1066,68 @@ mod tests {
         assert_eq!(decide(None, at(23), "DROP TABLE t"), night);
         assert_eq!(decide(None, at(3), "DROP TABLE t"), night);
         assert_eq!(decide(None, noon, "DROP TABLE t"), None);
+    }
+
+    #[test]
+    fn allow_rules_make_exceptions_per_statement_and_unparsed_is_flagged_by_default() {
+        let rules = rules(
+            r#"
+            [[guardrails]]
+            name = "no-drop"
+            risks = ["drop"]
+            action = "block"
+            [[guardrails]]
+            name = "scratch"
+            risks = ["drop"]
+            tables = ["scratch.*"]
+            action = "allow"
+            "#,
+        );
+        let decide = |sql: &str| {
+            decide_at(
+                &rules,
+                "db",
+                &[],
+                None,
+                time::OffsetDateTime::UNIX_EPOCH,
+                sql,
+            )
+            .map(|d| (d.action, d.rule))
+        };
+        assert_eq!(decide("DROP TABLE scratch.t"), None);
+        assert_eq!(
+            decide("DROP TABLE scratch.t; DROP TABLE shop.orders"),
+            Some((GuardAction::Block, "no-drop".to_owned())),
+            "an allowed statement does not allow its neighbours"
+        );
+        assert_eq!(
+            decide("SELECT * FROM t WHERE"),
+            Some((GuardAction::Flag, DEFAULT_UNPARSED_RULE.to_owned()))
+        );
+        assert_eq!(decide("SELECT * FROM t"), None);
+        let quiet = rules_with_unparsed_allowed();
+        assert_eq!(
+            decide_at(
+                &quiet,
+                "db",
+                &[],
+                None,
+                time::OffsetDateTime::UNIX_EPOCH,
+                "SELEC 1"
+            ),
+            None
+        );
+    }
+
+    fn rules_with_unparsed_allowed() -> Vec<GuardrailConfig> {
+        rules(
+            r#"
+            [[guardrails]]
+            name = "quiet"
+            risks = ["unparsed"]
+            action = "allow"
+            "#,
+        )
     }
 
     #[test]
