@@ -241,7 +241,7 @@ fn point_selects(seconds: u32) -> anyhow::Result<Vec<Measurement>> {
 }
 
 /// The gateway with `[[masking]]` rules, for the cost of masking.
-const MASK_GATEWAY_PORT: u16 = 24311;
+const MASK_GATEWAY_PORT: u16 = 24312;
 /// Its rules: a name rule on `email` and content detectors on every string column.
 const MASK_RULES: &str = "[[masking]]\nname = \"emails\"\ncolumns = [\"email\"]\n\
     [[masking]]\nname = \"content\"\ndetectors = [\"email\", \"card\", \"phone\"]\n";
