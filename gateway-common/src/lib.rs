@@ -19,12 +19,95 @@ pub const MAP_PENDING: &str = "PENDING";
 /// Name of the LRU hash of established redirected flows ([`FlowKey`] -> [`Attribution`]).
 pub const MAP_FLOWS: &str = "FLOWS";
 
+/// Name of the LPM trie of protected IPv4 hosts (address prefix -> [`HostValue`]), any port.
+pub const MAP_HOSTS_V4: &str = "HOSTS_V4";
+/// Name of the LPM trie of protected IPv6 hosts (address prefix -> [`HostValue`]), any port.
+pub const MAP_HOSTS_V6: &str = "HOSTS_V6";
+/// Name of the per-CPU array of counters (indexed by [`Counter`]).
+pub const MAP_COUNTERS: &str = "COUNTERS";
+
 /// Program name of the `cgroup/connect4` program.
 pub const PROG_CONNECT4: &str = "tollgate_connect4";
 /// Program name of the `cgroup/connect6` program.
 pub const PROG_CONNECT6: &str = "tollgate_connect6";
 /// Program name of the `sockops` program.
 pub const PROG_SOCKOPS: &str = "tollgate_sockops";
+/// Program name of the XDP program on client-facing interfaces (drops what may never pass).
+pub const PROG_XDP_GUARD: &str = "tollgate_xdp_guard";
+/// Program name of the TC ingress program on client-facing interfaces (steers routed flows).
+pub const PROG_TC_STEER: &str = "tollgate_tc_steer";
+/// Program name of the TC egress program on database-facing interfaces (only the gateway's
+/// sockets pass to protected hosts).
+pub const PROG_TC_EGRESS: &str = "tollgate_tc_egress";
+/// Program name of the `cgroup_skb/egress` program on the scope cgroup (same rule as
+/// [`PROG_TC_EGRESS`], for every interface).
+pub const PROG_CGROUP_EGRESS: &str = "tollgate_cgroup_egress";
+
+/// What the data-path programs count, one slot each in the per-CPU `COUNTERS` array.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Routed SYNs to a protected target handed to the gateway's listener.
+    RoutedSynSteered = 0,
+    /// Routed packets to a protected target delivered locally (to the gateway's sockets).
+    RoutedPacketsSteered = 1,
+    /// Routed SYNs dropped because no gateway listener was there (fail-closed).
+    RoutedNoGateway = 2,
+    /// Packets to a protected host that were not TCP (UDP, ICMP, ...), dropped by XDP.
+    XdpNotTcp = 3,
+    /// TCP packets to a protected host on a port that is no target, dropped by XDP.
+    XdpOtherPort = 4,
+    /// Fragments to a protected host, dropped by XDP.
+    XdpFragment = 5,
+    /// IPv4 packets with options (or IPv6 with extension headers) to a protected host, dropped.
+    XdpHeaderOptions = 6,
+    /// IPv6 packets to the IPv4-mapped form of a protected host, dropped by XDP.
+    XdpMapped = 7,
+    /// Packets to a protected host from a socket that is not the gateway's, dropped at TC egress.
+    EgressDropped = 8,
+    /// The same, dropped by `cgroup_skb/egress` in the scope cgroup.
+    CgroupEgressDropped = 9,
+    /// Packets to a protected host that the gateway's own sockets sent (passed).
+    EgressGateway = 10,
+}
+
+/// Number of [`Counter`] slots.
+pub const COUNTERS: u32 = 11;
+
+impl Counter {
+    /// Every counter, in slot order.
+    pub const ALL: [Self; COUNTERS as usize] = [
+        Self::RoutedSynSteered,
+        Self::RoutedPacketsSteered,
+        Self::RoutedNoGateway,
+        Self::XdpNotTcp,
+        Self::XdpOtherPort,
+        Self::XdpFragment,
+        Self::XdpHeaderOptions,
+        Self::XdpMapped,
+        Self::EgressDropped,
+        Self::CgroupEgressDropped,
+        Self::EgressGateway,
+    ];
+
+    /// The counter's name, as `tollgate status` and the metrics show it.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RoutedSynSteered => "routed_syn_steered",
+            Self::RoutedPacketsSteered => "routed_packets_steered",
+            Self::RoutedNoGateway => "routed_dropped_no_gateway",
+            Self::XdpNotTcp => "xdp_dropped_not_tcp",
+            Self::XdpOtherPort => "xdp_dropped_other_port",
+            Self::XdpFragment => "xdp_dropped_fragment",
+            Self::XdpHeaderOptions => "xdp_dropped_header_options",
+            Self::XdpMapped => "xdp_dropped_ipv4_mapped",
+            Self::EgressDropped => "egress_dropped_not_gateway",
+            Self::CgroupEgressDropped => "cgroup_egress_dropped_not_gateway",
+            Self::EgressGateway => "egress_passed_gateway",
+        }
+    }
+}
 
 /// Most targets (address prefixes) one gateway can protect.
 pub const MAX_TARGETS: u32 = 4096;
@@ -47,6 +130,18 @@ pub const AF_INET6: u16 = 10;
 pub type TargetKeyV4 = [u8; 6];
 /// Data part of an IPv6 target key: the port, then the 16-byte address, network byte order.
 pub type TargetKeyV6 = [u8; 18];
+/// Data part of an IPv4 host key (any port): the address, network byte order.
+pub type HostKeyV4 = [u8; 4];
+/// Data part of an IPv6 host key (any port): the address, network byte order.
+pub type HostKeyV6 = [u8; 16];
+
+/// What a protected-host key maps to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostValue {
+    /// Index of the (first) target on this host in the gateway's configuration.
+    pub target_id: u32,
+}
 
 /// What a target key maps to.
 #[repr(C)]
@@ -76,6 +171,17 @@ pub struct GatewayConfig {
     pub padding: [u8; 2],
     /// Process id (tgid) of the gateway: its own connects are never redirected (no loops).
     pub gateway_tgid: u32,
+    /// The port of the gateway's transparent listener for routed flows, network byte order
+    /// bytes; zero when the gateway takes no routed flows (routed SYNs are then dropped).
+    pub routed_port: [u8; 2],
+    /// Explicit padding, always zero.
+    pub padding2: [u8; 2],
+    /// The mark the steering program puts on routed packets, for the policy route that
+    /// delivers them locally.
+    pub mark: u32,
+    /// cgroup v2 id of the gateway's own cgroup: its sockets alone may reach protected hosts,
+    /// and its connects are never redirected. Zero: none (egress to protected hosts is dropped).
+    pub gateway_cgroup_id: u64,
 }
 
 /// Who opened a redirected connection and where it was going: filled in by `cgroup/connect*`
@@ -190,10 +296,12 @@ pub const fn ipv6_words(octets: [u8; 16]) -> [u32; 4] {
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` for the map types: all are `repr(C)`, `Copy` and padding-free.
-    use super::{Attribution, FlowKey, GatewayConfig, TargetValue};
+    use super::{Attribution, FlowKey, GatewayConfig, HostValue, TargetValue};
 
     // SAFETY: repr(C), Copy, no padding, every bit pattern is valid.
     unsafe impl aya::Pod for TargetValue {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for HostValue {}
     // SAFETY: as above; `padding` makes the padding explicit.
     unsafe impl aya::Pod for GatewayConfig {}
     // SAFETY: as above (8+8+5*4+2+2+16+16 = 72 bytes, 8-aligned).
@@ -210,7 +318,7 @@ mod tests {
     fn layouts_have_no_implicit_padding() {
         assert_eq!(core::mem::size_of::<Attribution>(), 72);
         assert_eq!(core::mem::size_of::<FlowKey>(), 36);
-        assert_eq!(core::mem::size_of::<GatewayConfig>(), 32);
+        assert_eq!(core::mem::size_of::<GatewayConfig>(), 48);
         assert_eq!(core::mem::size_of::<TargetValue>(), 4);
     }
 

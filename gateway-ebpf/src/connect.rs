@@ -140,8 +140,14 @@ fn gateway_config() -> Result<GatewayConfig, i32> {
     GATEWAY.get(0).copied().ok_or(DENY)
 }
 
-/// The gateway's own upstream connects are never redirected, whatever cgroup it runs in.
+/// The gateway's own upstream connects are never redirected: recognised by its cgroup, or by
+/// its process id when it runs without a cgroup of its own.
 fn is_gateway_itself(gateway: &GatewayConfig) -> bool {
+    // SAFETY: no arguments; available to cgroup/connect* programs.
+    let cgroup_id = unsafe { bpf_get_current_cgroup_id() };
+    if gateway.gateway_cgroup_id != 0 && cgroup_id == gateway.gateway_cgroup_id {
+        return true;
+    }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     gateway.gateway_tgid != 0 && tgid == gateway.gateway_tgid
 }

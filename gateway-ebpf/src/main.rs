@@ -6,6 +6,11 @@
 //!   connecting process under the socket cookie.
 //! - [`sockops`]: on handshake completion, re-keys that record by the flow's 4-tuple so the
 //!   gateway can look it up for the socket it accepted.
+//! - [`xdp`]: on client-facing interfaces, drops early what must never reach a protected host.
+//! - [`steer`]: TC ingress on client-facing interfaces, hands routed flows to a protected
+//!   target to the gateway's transparent listener (`bpf_sk_assign`).
+//! - [`egress`]: TC egress on database-facing interfaces and `cgroup_skb/egress` on the scope
+//!   cgroup: only the gateway's own sockets reach protected hosts.
 #![no_std]
 #![no_main]
 #![allow(
@@ -19,8 +24,12 @@
 )]
 
 mod connect;
+mod egress;
 mod maps;
+mod packet;
 mod sockops;
+mod steer;
+mod xdp;
 
 // Only for the BPF target: a host build (clippy over the workspace) links std's handler.
 #[cfg(target_arch = "bpf")]

@@ -30,6 +30,28 @@ pub enum Command {
         #[arg(long, short, default_value = DEFAULT_CONFIG)]
         config: PathBuf,
     },
+    /// Attach the eBPF programs and pin them (and their maps) in bpffs, so they stay attached
+    /// across gateway restarts and upgrades; install the policy routes for routed steering.
+    Up {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Detach and unpin everything `tollgate up` attached; remove its routes and empty cgroups.
+    Down {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Show the attached programs, the maps' contents and the data path's counters.
+    Status {
+        /// Configuration file.
+        #[arg(long, short, default_value = DEFAULT_CONFIG)]
+        config: PathBuf,
+        /// JSON output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Validate a configuration file; errors name the field and the line.
     CheckConfig {
         /// Configuration file.

@@ -21,9 +21,6 @@ pub use recording::{
     DEFAULT_STORE, FsyncPolicy, KafkaCompression, KafkaConfig, RecordingConfig, RecordingFailure,
 };
 
-/// Default cgroup that Tollgate creates and steers (cgroup v2, as mounted on hybrid hosts).
-pub const DEFAULT_CGROUP: &str = "/sys/fs/cgroup/unified/tollgate";
-
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -286,23 +283,107 @@ pub struct InterceptionConfig {
     /// Steering mode.
     #[serde(default)]
     pub mode: InterceptionMode,
-    /// The cgroup v2 directory Tollgate creates and attaches its programs to. Never a cgroup
-    /// mount's root. Processes placed in it (e.g. by `tollgate run`) are steered.
-    #[serde(default = "default_cgroup")]
-    pub cgroup: PathBuf,
+    /// The scope of local steering: the cgroup v2 directory Tollgate creates and attaches its
+    /// cgroup programs to (never a cgroup mount's root). Processes in it, and in cgroups below
+    /// it, are steered (e.g. those started by `tollgate run`). Unset: the whole host (the root
+    /// of the cgroup v2 mount), every process but the gateway's own cgroup.
+    #[serde(default)]
+    pub cgroup: Option<PathBuf>,
+    /// The gateway's own cgroup (created, and joined at start): its sockets alone reach
+    /// protected hosts, and its connects are never redirected. Unset: `tollgate-gateway` at the
+    /// root of the cgroup v2 mount when the host is the scope or when routed or egress
+    /// interfaces are configured; otherwise the gateway stays where it was started.
+    #[serde(default)]
+    pub gateway_cgroup: Option<PathBuf>,
+    /// Where `tollgate up` pins programs and maps (bpffs), so they outlive the gateway process:
+    /// a restart or an upgrade opens no gap.
+    #[serde(default = "default_pin_path")]
+    pub pin_path: PathBuf,
+    /// Routed traffic: TCP flows to protected targets that arrive on these interfaces are
+    /// handed to the gateway.
+    #[serde(default)]
+    pub routed: RoutedConfig,
+    /// Egress enforcement on the interfaces toward the databases.
+    #[serde(default)]
+    pub egress: EgressConfig,
 }
 
 impl Default for InterceptionConfig {
     fn default() -> Self {
         Self {
             mode: InterceptionMode::default(),
-            cgroup: default_cgroup(),
+            cgroup: None,
+            gateway_cgroup: None,
+            pin_path: default_pin_path(),
+            routed: RoutedConfig::default(),
+            egress: EgressConfig::default(),
         }
     }
 }
 
-fn default_cgroup() -> PathBuf {
-    PathBuf::from(DEFAULT_CGROUP)
+impl InterceptionConfig {
+    /// True when the gateway must run in a cgroup of its own (the egress programs and a host
+    /// scope tell its sockets apart by it).
+    #[must_use]
+    pub fn needs_gateway_cgroup(&self) -> bool {
+        self.mode == InterceptionMode::Cgroup
+            && (self.gateway_cgroup.is_some()
+                || self.cgroup.is_none()
+                || !self.routed.interfaces.is_empty()
+                || !self.egress.interfaces.is_empty())
+    }
+}
+
+fn default_pin_path() -> PathBuf {
+    PathBuf::from(DEFAULT_PIN_PATH)
+}
+
+/// Default bpffs directory of `tollgate up`'s pinned programs and maps.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/tollgate";
+
+/// `[interception.routed]`: steering of flows routed through this host.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutedConfig {
+    /// Client-facing interfaces: XDP drops what may never reach a protected host, TC ingress
+    /// hands flows to protected targets to the gateway's transparent listener.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
+    /// Port of the gateway's transparent listeners (`0.0.0.0` and `[::]`) for routed flows.
+    #[serde(default = "default_routed_port")]
+    pub port: u16,
+    /// The packet mark of steered routed packets, and the policy-routing table (same number)
+    /// that delivers them locally.
+    #[serde(default = "default_mark")]
+    pub mark: u32,
+}
+
+impl Default for RoutedConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            port: default_routed_port(),
+            mark: default_mark(),
+        }
+    }
+}
+
+const fn default_routed_port() -> u16 {
+    15307
+}
+
+const fn default_mark() -> u32 {
+    0x5447
+}
+
+/// `[interception.egress]`: only the gateway's own sockets reach protected hosts.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EgressConfig {
+    /// Interfaces toward the databases: TC egress drops packets to a protected host from any
+    /// socket outside the gateway's cgroup, whatever process or cgroup sent them.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
 }
 
 /// `[control]`: how `tollgate sessions kill` reaches this gateway on its own host.
@@ -642,11 +723,26 @@ impl Config {
         self.approvals
             .validate()
             .map_err(|(field, message)| Invalid::new(0, field, message))?;
-        if !self.interception.cgroup.is_absolute() {
+        for (field, path) in [
+            ("interception.cgroup", &self.interception.cgroup),
+            (
+                "interception.gateway_cgroup",
+                &self.interception.gateway_cgroup,
+            ),
+        ] {
+            if path.as_ref().is_some_and(|p| !p.is_absolute()) {
+                return Err(Invalid::new(
+                    0,
+                    field,
+                    "must be an absolute path inside a cgroup v2 mount",
+                ));
+            }
+        }
+        if self.interception.routed.port == 0 {
             return Err(Invalid::new(
                 0,
-                "interception.cgroup",
-                "must be an absolute path inside a cgroup v2 mount",
+                "interception.routed.port",
+                "must be a port number",
             ));
         }
         for (i, rule) in self.guardrails.iter().enumerate() {

@@ -49,7 +49,10 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => {
             let cgroup = match cgroup {
                 Some(cgroup) => cgroup,
-                None => Config::load(&config)?.interception.cgroup,
+                None => Config::load(&config)?.interception.cgroup.context(
+                    "interception.cgroup is not set: the scope is the whole host, every process \
+                     on it is already steered; run the command directly",
+                )?,
             };
             join_cgroup(&cgroup)?;
             let (program, args) = command.split_first().context("no command given")?;
@@ -91,6 +94,39 @@ fn run(command: Command) -> anyhow::Result<()> {
         } => index_topic(&config, &index, group, once, &kafka),
         Command::Ui { config, listen } => ui(&config, listen),
         Command::Approvals { command } => approvals_command(command),
+        Command::Up { config } => {
+            let config = Config::load(&config)?;
+            let pinned = tollgate::intercept::up(&config)?;
+            println!(
+                "tollgate is up: {} programs and maps pinned in {}",
+                pinned.len(),
+                config.interception.pin_path.display()
+            );
+            Ok(())
+        }
+        Command::Down { config } => {
+            let config = Config::load(&config)?;
+            let removed = tollgate::intercept::down(&config)?;
+            if removed.is_empty() {
+                println!("tollgate was not up: nothing to remove");
+            } else {
+                println!("tollgate is down; removed:");
+                for item in removed {
+                    println!("  {item}");
+                }
+            }
+            Ok(())
+        }
+        Command::Status { config, json } => {
+            let config = Config::load(&config)?;
+            let status = tollgate::intercept::status::Status::read(&config)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{status}");
+            }
+            Ok(())
+        }
     }
 }
 

@@ -151,6 +151,70 @@ async fn bind_listeners(config: &Config) -> Result<Vec<TcpListener>, ServeError>
     Ok(listeners)
 }
 
+/// Binds the transparent listeners for routed flows (`0.0.0.0:port` and `[::]:port`) when
+/// routed interfaces are configured. The TC steering program hands them SYNs addressed to the
+/// databases; `IP_TRANSPARENT` lets the accepted sockets answer from those addresses.
+fn bind_routed_listeners(config: &Config) -> Result<Vec<TcpListener>, ServeError> {
+    let routed = &config.interception.routed;
+    if config.interception.mode != InterceptionMode::Cgroup || routed.interfaces.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut listeners = Vec::new();
+    for addr in [
+        SocketAddr::from(([0, 0, 0, 0], routed.port)),
+        SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, routed.port)),
+    ] {
+        let bound = transparent_listener(addr).map_err(|source| ServeError::Bind {
+            addr,
+            hint: if source.kind() == std::io::ErrorKind::AddrInUse {
+                " (another process holds it: stop it or change interception.routed.port)"
+            } else {
+                " (transparent listeners need CAP_NET_ADMIN)"
+            },
+            source,
+        })?;
+        listeners.push(bound);
+    }
+    Ok(listeners)
+}
+
+fn transparent_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use std::os::fd::AsRawFd as _;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    let fd = socket.as_raw_fd();
+    let on: libc::c_int = 1;
+    let set = |level, name| {
+        // SAFETY: `fd` is a live socket; the option value is a c_int of the given size.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const on).cast(),
+                libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>()).unwrap_or(4),
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    if addr.is_ipv4() {
+        set(libc::SOL_IP, libc::IP_TRANSPARENT)?;
+    } else {
+        set(libc::SOL_IPV6, libc::IPV6_V6ONLY)?;
+        set(libc::SOL_IPV6, libc::IPV6_TRANSPARENT)?;
+    }
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -174,6 +238,15 @@ pub async fn run(
     let interceptor = match config.interception.mode {
         InterceptionMode::Cgroup => Some(Interceptor::start(&config, &bound)?),
         InterceptionMode::Off => None,
+    };
+    let routed_listeners = match bind_routed_listeners(&config) {
+        Ok(listeners) => listeners,
+        Err(error) => {
+            if let Some(interceptor) = interceptor {
+                interceptor.stop();
+            }
+            return Err(error);
+        }
     };
     let recorder = Recorder::start(&config.recording, signing_key);
     let (recorder, recorder_task) = match recorder {
@@ -213,9 +286,11 @@ pub async fn run(
     let limit = Arc::new(Semaphore::new(config.limits.max_connections));
     let workers = Arc::new(Workers::start(config.listener.workers).map_err(ServeError::Workers)?);
     let accept_loops = TaskTracker::new();
-    for listener in listeners {
+    let routed = routed_listeners.into_iter().map(|l| (l, true));
+    for (listener, routed) in listeners.into_iter().map(|l| (l, false)).chain(routed) {
         accept_loops.spawn(accept_loop(
             listener,
+            routed,
             live.clone(),
             tracker.clone(),
             Arc::clone(&limit),
@@ -310,6 +385,7 @@ fn start_control(
 
 async fn accept_loop(
     listener: TcpListener,
+    routed: bool,
     live: LiveContext,
     tracker: TaskTracker,
     limit: Arc<Semaphore>,
@@ -360,7 +436,7 @@ async fn accept_loop(
         workers.spawn(tracker.track_future(async move {
             let stream = tokio::net::TcpStream::from_std(stream);
             match stream {
-                Ok(stream) => session::serve(ctx, stream, peer, local).await,
+                Ok(stream) => session::serve(ctx, stream, peer, local, routed).await,
                 Err(error) => warn_not_taken(&error, peer),
             }
             drop(permit);

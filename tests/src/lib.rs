@@ -27,6 +27,8 @@ use nix::{
 };
 use serde_json::Value;
 
+pub mod lab;
+
 /// The workspace root.
 #[must_use]
 pub fn workspace_root() -> PathBuf {
@@ -443,6 +445,8 @@ pub struct Gateway {
     pub config_path: PathBuf,
     /// The recording store directory.
     pub store: PathBuf,
+    /// The network namespace it runs in (a restart runs it there again).
+    netns: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -485,21 +489,32 @@ impl Gateway {
             log_path,
             config_path,
             store,
+            netns: netns.map(|n| n.name.clone()),
             _dir: dir,
         };
-        gateway.spawn(netns, env)?;
+        gateway.spawn(env)?;
         Ok(gateway)
     }
 
     /// Starts `tollgate serve` with the gateway's configuration (its log appended to) and
     /// waits until it logs "tollgate ready" once more than before.
-    fn spawn(&mut self, netns: Option<&Netns>, env: &[(&str, &str)]) -> anyhow::Result<()> {
+    fn spawn(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         let ready_before = self.log_messages("tollgate ready").len();
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let child = command_in(netns, tollgate_bin())
+        let mut command = match &self.netns {
+            Some(name) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{name}"))
+                    .arg("--")
+                    .arg(tollgate_bin());
+                c
+            }
+            None => Command::new(tollgate_bin()),
+        };
+        let child = command
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config_path)
             .env("TOLLGATE_LOG", "info")
@@ -544,7 +559,7 @@ impl Gateway {
     /// Starts the gateway again, stopped or killed, with the same configuration and store.
     pub fn restart(&mut self, env: &[(&str, &str)]) -> anyhow::Result<()> {
         self.stop();
-        self.spawn(None, env)
+        self.spawn(env)
     }
 
     /// Every JSON log line so far.

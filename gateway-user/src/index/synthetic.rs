@@ -109,6 +109,7 @@ impl Synthetic {
                     upstream: format!("{}:3306", self.target),
                     upstream_local_addr: None,
                     tls: None,
+                    steering: None,
                 }),
                 at,
             ),

@@ -19,8 +19,31 @@ pub struct Origin {
     pub target_id: usize,
     /// Where the client was connecting to.
     pub original_destination: SocketAddr,
-    /// The connecting process.
-    pub process: ProcessInfo,
+    /// The connecting process: known for local connections (attributed by the kernel), not
+    /// for routed ones (the process runs on another host; its address and port identify it).
+    pub process: Option<ProcessInfo>,
+}
+
+impl Origin {
+    /// The origin of a routed flow accepted on a transparent listener: `local` is the address
+    /// the client was connecting to. `None` when it is no protected target (it cannot be, since
+    /// the steering program only hands over flows to targets, unless the configuration changed).
+    #[must_use]
+    pub fn routed(config: &crate::config::Config, local: SocketAddr) -> Option<Self> {
+        let ip = match local.ip() {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+            v4 @ IpAddr::V4(_) => v4,
+        };
+        let destination = SocketAddr::new(ip, local.port());
+        let target_id = config.targets.iter().position(|t| {
+            *t.port.get_ref() == destination.port() && t.address.contains(&destination.ip())
+        })?;
+        Some(Self {
+            target_id,
+            original_destination: destination,
+            process: None,
+        })
+    }
 }
 
 impl From<&Attribution> for Origin {
@@ -34,7 +57,7 @@ impl From<&Attribution> for Origin {
         Self {
             target_id: a.target_id as usize,
             original_destination: SocketAddr::new(ip, a.orig_port),
-            process: ProcessInfo {
+            process: Some(ProcessInfo {
                 pid: a.pid,
                 tid: a.tid,
                 uid: a.uid,
@@ -43,7 +66,7 @@ impl From<&Attribution> for Origin {
                 cgroup_id: a.cgroup_id,
                 cgroup_path: None,
                 container_id: None,
-            },
+            }),
         }
     }
 }
@@ -97,7 +120,9 @@ impl FlowTable {
             tracing::warn!(%error, %client, "could not delete claimed flow entry");
         }
         let mut origin = Origin::from(&attribution);
-        origin.process.resolve_cgroup();
+        if let Some(process) = &mut origin.process {
+            process.resolve_cgroup();
+        }
         Some(origin)
     }
 }
@@ -142,8 +167,9 @@ mod tests {
         });
         assert_eq!(origin.target_id, 2);
         assert_eq!(origin.original_destination.to_string(), "198.18.0.10:3306");
-        assert_eq!(origin.process.comm, "mariadb");
-        assert_eq!((origin.process.uid, origin.process.gid), (4242, 4243));
+        let process = origin.process.expect("a local origin has its process");
+        assert_eq!(process.comm, "mariadb");
+        assert_eq!((process.uid, process.gid), (4242, 4243));
 
         let mut v6 = [0u8; 16];
         v6[0] = 0xfd;

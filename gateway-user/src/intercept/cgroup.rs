@@ -132,6 +132,69 @@ pub fn join_cgroup(path: &Path) -> Result<(), CgroupError> {
     file.write_all(b"0").map_err(io_error)
 }
 
+/// The mount point of the cgroup v2 hierarchy (from `/proc/self/mountinfo`).
+#[must_use]
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mountinfo.lines().find_map(|line| {
+        // "id parent major:minor root mountpoint options... - fstype source superoptions"
+        let (before, after) = line.split_once(" - ")?;
+        (after.split_whitespace().next()? == "cgroup2")
+            .then(|| before.split_whitespace().nth(4).map(PathBuf::from))
+            .flatten()
+    })
+}
+
+/// The gateway's own cgroup: created if missing. Its id is what the eBPF programs compare a
+/// socket's cgroup with.
+pub fn ensure_cgroup(path: &Path) -> Result<u64, CgroupError> {
+    let parent = path.parent().unwrap_or(Path::new("/"));
+    if !is_cgroup2(parent) {
+        return Err(CgroupError::NotCgroup2 {
+            path: path.to_owned(),
+            parent: parent.to_owned(),
+        });
+    }
+    match std::fs::create_dir(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(source) => {
+            return Err(CgroupError::Io {
+                path: path.to_owned(),
+                action: "create",
+                hint: permission_hint(&source),
+                source,
+            });
+        }
+    }
+    cgroup_id(path)
+}
+
+/// The cgroup v2 id of the cgroup at `path` (its directory's inode number).
+pub fn cgroup_id(path: &Path) -> Result<u64, CgroupError> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path)
+        .map(|m| m.ino())
+        .map_err(|source| CgroupError::Io {
+            path: path.to_owned(),
+            action: "stat",
+            hint: "",
+            source,
+        })
+}
+
+/// True when the cgroup at `path` holds at least one process.
+#[must_use]
+pub fn has_processes(path: &Path) -> bool {
+    std::fs::read_to_string(path.join("cgroup.procs")).is_ok_and(|p| !p.trim().is_empty())
+}
+
+/// True when `path` is the root of a cgroup v2 mount.
+#[must_use]
+pub fn is_mount_root(path: &Path) -> bool {
+    is_cgroup2(path) && !path.parent().is_some_and(is_cgroup2)
+}
+
 fn permission_hint(error: &std::io::Error) -> &'static str {
     if error.kind() == std::io::ErrorKind::PermissionDenied {
         " (needs root: run with sudo)"

@@ -1,42 +1,112 @@
 //! Loads the embedded eBPF object, fills its maps from the configuration and attaches the
-//! programs to the managed cgroup. Dropping the [`Interceptor`] detaches everything (aya holds
-//! the programs through BPF links owned by this process).
+//! programs: the cgroup programs to the scope cgroup, XDP and TC ingress to the routed
+//! (client-facing) interfaces, TC egress to the egress (database-facing) interfaces.
+//!
+//! Two lifecycles share this code:
+//! - `tollgate up` attaches and pins every link and map under `interception.pin_path`, so they
+//!   outlive any process; `tollgate serve` then only opens the pinned maps and writes its
+//!   listener and identity into them. A gateway restart opens no gap: while it is down,
+//!   protected traffic has nowhere to go and is dropped (fail-closed).
+//! - `tollgate serve` alone (nothing pinned) attaches for its own lifetime and detaches at exit.
 
 use std::{
     fs::File,
     net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
 };
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, lpm_trie::Key},
-    programs::{CgroupAttachMode, CgroupSockAddr, SockOps},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    programs::{
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SchedClassifier, SockOps,
+        TcAttachType, Xdp, links::FdLink, xdp::XdpMode,
+    },
 };
 use gateway_common::{
-    GatewayConfig, MAP_FLOWS, MAP_GATEWAY, MAP_TARGETS_V4, MAP_TARGETS_V6, PROG_CONNECT4,
-    PROG_CONNECT6, PROG_SOCKOPS, TARGET_PORT_BITS, TargetKeyV4, TargetKeyV6, TargetValue,
+    GatewayConfig, HostKeyV4, HostKeyV6, HostValue, MAP_COUNTERS, MAP_FLOWS, MAP_GATEWAY,
+    MAP_HOSTS_V4, MAP_HOSTS_V6, MAP_PENDING, MAP_TARGETS_V4, MAP_TARGETS_V6, PROG_CGROUP_EGRESS,
+    PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS, PROG_TC_EGRESS, PROG_TC_STEER, PROG_XDP_GUARD,
+    TARGET_PORT_BITS, TargetKeyV4, TargetKeyV6, TargetValue,
 };
 use ipnet::IpNet;
 
-use super::{FlowTable, InterceptError, ManagedCgroup, privilege};
-use crate::config::{Config, TargetConfig};
+use super::{FlowTable, InterceptError, ManagedCgroup, cgroup, privilege, routes::PolicyRoutes};
+use crate::config::{Config, InterceptionConfig, TargetConfig};
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tollgate"));
 
-/// Live interception: programs attached, maps filled.
+/// Every map `tollgate up` pins (the file name in `pin_path` is the map's name).
+pub const PINNED_MAPS: [&str; 8] = [
+    MAP_GATEWAY,
+    MAP_TARGETS_V4,
+    MAP_TARGETS_V6,
+    MAP_HOSTS_V4,
+    MAP_HOSTS_V6,
+    MAP_PENDING,
+    MAP_FLOWS,
+    MAP_COUNTERS,
+];
+
+/// Where local steering applies: a cgroup Tollgate manages, or the whole host.
+#[derive(Debug)]
+enum Scope {
+    /// A cgroup below a cgroup v2 mount's root.
+    Managed(ManagedCgroup),
+    /// The root of the cgroup v2 mount: every process on the host.
+    Host(PathBuf),
+}
+
+impl Scope {
+    fn prepare(config: &InterceptionConfig) -> Result<Self, InterceptError> {
+        match &config.cgroup {
+            Some(path) => Ok(Self::Managed(ManagedCgroup::prepare(path)?)),
+            None => cgroup::cgroup2_mount()
+                .map(Self::Host)
+                .ok_or(InterceptError::Missing(
+                    "a cgroup v2 mount (for the host scope)",
+                )),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Self::Managed(cgroup) => cgroup.path(),
+            Self::Host(root) => root,
+        }
+    }
+
+    fn remove(self) {
+        if let Self::Managed(cgroup) = self {
+            cgroup.remove();
+        }
+    }
+}
+
+/// Live interception: programs attached (by this process or pinned by `tollgate up`), maps
+/// filled.
 pub struct Interceptor {
-    /// Owns the programs and their links; dropping it detaches them.
-    ebpf: Ebpf,
+    /// This process's own attachment (nothing pinned): dropping it detaches everything.
+    owned: Option<Owned>,
     flows: FlowTable,
-    cgroup: ManagedCgroup,
+    scope_path: PathBuf,
     logger: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// What `tollgate serve` attached by itself.
+struct Owned {
+    ebpf: Ebpf,
+    links: Vec<FdLink>,
+    scope: Scope,
+    routes: Option<PolicyRoutes>,
 }
 
 impl std::fmt::Debug for Interceptor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Interceptor")
-            .field("cgroup", &self.cgroup)
+            .field("scope", &self.scope_path)
+            .field("pinned", &self.owned.is_none())
             .finish_non_exhaustive()
     }
 }
@@ -48,116 +118,84 @@ impl Interceptor {
         !EBPF_OBJECT.is_empty()
     }
 
-    /// Prepares the cgroup, loads the programs, fills the maps and attaches. `listeners` are the
-    /// addresses the gateway actually listens on. Must run inside a tokio runtime (the eBPF log
-    /// forwarder is a task).
+    /// Starts interception for `tollgate serve`. `listeners` are the addresses the gateway
+    /// actually listens on. Joins the gateway's own cgroup first when one is needed. When
+    /// `tollgate up` has pinned the programs, only writes this gateway into the pinned maps;
+    /// otherwise attaches everything for this process's lifetime. Must run inside a tokio
+    /// runtime (the eBPF log forwarder is a task).
     pub fn start(config: &Config, listeners: &[SocketAddr]) -> Result<Self, InterceptError> {
-        if !Self::is_built() {
-            return Err(InterceptError::NotBuilt);
+        check_can_load()?;
+        let interception = &config.interception;
+        let mut gateway = gateway_config(listeners, std::process::id())?;
+        gateway.mark = interception.routed.mark;
+        if !interception.routed.interfaces.is_empty() {
+            gateway.routed_port = interception.routed.port.to_be_bytes();
         }
-        if !privilege::can_load_ebpf() {
-            return Err(InterceptError::NotPrivileged);
+        if let Some(path) = gateway_cgroup_path(interception)? {
+            gateway.gateway_cgroup_id = cgroup::ensure_cgroup(&path)?;
+            cgroup::join_cgroup(&path)?;
         }
-        let gateway = gateway_config(listeners, std::process::id())?;
-        let (v4_entries, v6_entries) = (
-            target_entries_v4(&config.targets),
-            target_entries_v6(&config.targets),
-        );
-        if !v4_entries.is_empty() && gateway.has_v4 == 0 {
-            return Err(InterceptError::Listener(
-                "IPv4 targets are configured but listener.addresses has no IPv4 address: add one, \
-                 e.g. \"127.0.0.1:15306\""
-                    .into(),
-            ));
+        if is_up(interception) {
+            return Self::adopt_pinned(interception, gateway);
         }
-        if !v6_entries.is_empty() && gateway.has_v6 == 0 {
-            return Err(InterceptError::Listener(
-                "IPv6 targets are configured but listener.addresses has no IPv6 address: add one, \
-                 e.g. \"[::1]:15306\""
-                    .into(),
-            ));
-        }
-
-        let cgroup = ManagedCgroup::prepare(&config.interception.cgroup)?;
-        // From here on, a failure must undo the cgroup; `attach` does the fallible work.
-        match Self::load_and_attach(&cgroup, gateway, &v4_entries, &v6_entries) {
-            Ok((ebpf, flows, logger)) => Ok(Self {
-                ebpf,
-                flows,
-                cgroup,
-                logger,
-            }),
+        check_families(config, &gateway)?;
+        let scope = Scope::prepare(interception)?;
+        let scope_path = scope.path().to_owned();
+        // From here on, a failure must undo the cgroup.
+        match Attachment::attach(config, &scope, gateway, None) {
+            Ok(mut attachment) => {
+                let routes = if interception.routed.interfaces.is_empty() {
+                    None
+                } else {
+                    let routes = PolicyRoutes::new(interception.routed.mark);
+                    if let Err(error) = routes.install() {
+                        scope.remove();
+                        return Err(error.into());
+                    }
+                    Some(routes)
+                };
+                let logger = start_log_forwarder(&mut attachment.ebpf);
+                Ok(Self {
+                    flows: attachment.flows,
+                    owned: Some(Owned {
+                        ebpf: attachment.ebpf,
+                        links: attachment.links,
+                        scope,
+                        routes,
+                    }),
+                    scope_path,
+                    logger,
+                })
+            }
             Err(error) => {
-                cgroup.remove();
+                scope.remove();
                 Err(error)
             }
         }
     }
 
-    fn load_and_attach(
-        cgroup: &ManagedCgroup,
+    /// Writes this gateway into the maps `tollgate up` pinned and opens the flow table.
+    fn adopt_pinned(
+        interception: &InterceptionConfig,
         gateway: GatewayConfig,
-        v4_entries: &[(Key<TargetKeyV4>, TargetValue)],
-        v6_entries: &[(Key<TargetKeyV6>, TargetValue)],
-    ) -> Result<(Ebpf, FlowTable, Option<tokio::task::JoinHandle<()>>), InterceptError> {
-        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
-        let logger = start_log_forwarder(&mut ebpf);
-
-        // Maps first: a program attached before its maps are filled would let connects through
-        // unsteered.
-        let mut gateway_map: Array<_, GatewayConfig> = map(&mut ebpf, MAP_GATEWAY)?;
+    ) -> Result<Self, InterceptError> {
+        let pins = &interception.pin_path;
+        let mut gateway_map: Array<MapData, GatewayConfig> = pinned_map(pins, MAP_GATEWAY)?;
         gateway_map
             .set(0, gateway, 0)
             .map_err(|e| map_error(MAP_GATEWAY, &e))?;
-        let mut targets_v4: LpmTrie<_, TargetKeyV4, TargetValue> = map(&mut ebpf, MAP_TARGETS_V4)?;
-        for (key, value) in v4_entries {
-            targets_v4
-                .insert(key, value, 0)
-                .map_err(|e| map_error(MAP_TARGETS_V4, &e))?;
-        }
-        let mut targets_v6: LpmTrie<_, TargetKeyV6, TargetValue> = map(&mut ebpf, MAP_TARGETS_V6)?;
-        for (key, value) in v6_entries {
-            targets_v6
-                .insert(key, value, 0)
-                .map_err(|e| map_error(MAP_TARGETS_V6, &e))?;
-        }
-        let flows = ebpf
-            .take_map(MAP_FLOWS)
-            .ok_or_else(|| map_error(MAP_FLOWS, &"not in the eBPF object"))?;
-        let flows = HashMap::try_from(flows).map_err(|e| map_error(MAP_FLOWS, &e))?;
-
-        let cgroup_file =
-            File::open(cgroup.path()).map_err(|source| InterceptError::OpenCgroup {
-                path: cgroup.path().to_owned(),
-                source,
-            })?;
-        // sockops first, so a connect redirected the moment connect4 is attached is already
-        // re-keyed when its handshake completes.
-        let program = |name| InterceptError::Program {
-            program: name,
-            source: aya::programs::ProgramError::UnexpectedProgramType,
-        };
-        let sockops: &mut SockOps = ebpf
-            .program_mut(PROG_SOCKOPS)
-            .ok_or_else(|| program(PROG_SOCKOPS))?
-            .try_into()
-            .map_err(|source| InterceptError::program(PROG_SOCKOPS, source))?;
-        sockops
-            .load()
-            .and_then(|()| sockops.attach(&cgroup_file, CgroupAttachMode::Single))
-            .map_err(|source| InterceptError::program(PROG_SOCKOPS, source))?;
-        for name in [PROG_CONNECT4, PROG_CONNECT6] {
-            let connect: &mut CgroupSockAddr = ebpf
-                .program_mut(name)
-                .ok_or_else(|| program(name))?
-                .try_into()
-                .map_err(|source| InterceptError::program(name, source))?;
-            connect
-                .load()
-                .and_then(|()| connect.attach(&cgroup_file, CgroupAttachMode::Single))
-                .map_err(|source| InterceptError::program(name, source))?;
-        }
-        Ok((ebpf, FlowTable::new(flows), logger))
+        let flows: HashMap<MapData, _, _> = pinned_map(pins, MAP_FLOWS)?;
+        tracing::info!(pin_path = %pins.display(), "using the programs pinned by `tollgate up`");
+        Ok(Self {
+            owned: None,
+            flows: FlowTable::new(flows),
+            scope_path: interception
+                .cgroup
+                .clone()
+                .or_else(cgroup::cgroup2_mount)
+                .unwrap_or_default(),
+            logger: None,
+        })
     }
 
     /// The table of redirected flows, for sessions to claim their origin.
@@ -166,28 +204,491 @@ impl Interceptor {
         self.flows.clone()
     }
 
-    /// The managed cgroup's directory.
+    /// The scope cgroup's directory.
     #[must_use]
-    pub fn cgroup_path(&self) -> &std::path::Path {
-        self.cgroup.path()
+    pub fn cgroup_path(&self) -> &Path {
+        &self.scope_path
     }
 
-    /// Detaches every program, then removes the cgroup if Tollgate created it.
+    /// Detaches every program this process attached (pinned ones stay), removes its policy
+    /// routes, then removes the cgroup if Tollgate created it.
     pub fn stop(self) {
         let Self {
-            ebpf,
+            owned,
             flows,
-            cgroup,
             logger,
+            ..
         } = self;
         if let Some(logger) = logger {
             logger.abort();
         }
         drop(flows);
+        let Some(owned) = owned else {
+            tracing::info!("programs stay attached (pinned by `tollgate up`)");
+            return;
+        };
+        let Owned {
+            ebpf,
+            links,
+            scope,
+            routes,
+        } = owned;
+        drop(links);
         drop(ebpf);
-        tracing::info!(cgroup = %cgroup.path().display(), "detached eBPF programs");
-        cgroup.remove();
+        if let Some(routes) = routes {
+            routes.remove();
+        }
+        tracing::info!(cgroup = %scope.path().display(), "detached eBPF programs");
+        scope.remove();
     }
+}
+
+/// `tollgate up`: attaches every program and pins links and maps under `pin_path`, creates the
+/// gateway's cgroup and installs the policy routes. Returns what was pinned.
+pub fn up(config: &Config) -> Result<Vec<PathBuf>, InterceptError> {
+    check_can_load()?;
+    let interception = &config.interception;
+    if is_up(interception) {
+        return Err(InterceptError::AlreadyUp(interception.pin_path.clone()));
+    }
+    let listeners: Vec<SocketAddr> = config
+        .listener
+        .addresses
+        .iter()
+        .map(|a| *a.get_ref())
+        .collect();
+    // The gateway is not running yet: no process id; its cgroup is known.
+    let mut gateway = gateway_config(&listeners, 0)?;
+    gateway.mark = interception.routed.mark;
+    if !interception.routed.interfaces.is_empty() {
+        gateway.routed_port = interception.routed.port.to_be_bytes();
+    }
+    if let Some(path) = gateway_cgroup_path(interception)? {
+        gateway.gateway_cgroup_id = cgroup::ensure_cgroup(&path)?;
+    }
+    check_families(config, &gateway)?;
+    mount_bpffs(&interception.pin_path)?;
+    let scope = Scope::prepare(interception)?;
+    let pins = &interception.pin_path;
+    let attachment = match Attachment::attach(config, &scope, gateway, Some(pins)) {
+        Ok(attachment) => attachment,
+        Err(error) => {
+            // Nothing half-pinned stays behind.
+            let _ = std::fs::remove_dir_all(pins);
+            return Err(error);
+        }
+    };
+    let mut pinned: Vec<PathBuf> = PINNED_MAPS.iter().map(|name| pins.join(name)).collect();
+    for (link, name) in attachment.links.into_iter().zip(attachment.names) {
+        let path = pins.join(format!("link_{name}"));
+        link.pin(&path).map_err(|e| pin_error(&path, &e))?;
+        pinned.push(path);
+    }
+    if !interception.routed.interfaces.is_empty() {
+        PolicyRoutes::new(interception.routed.mark).install()?;
+    }
+    Ok(pinned)
+}
+
+/// `tollgate down`: unpins (and so detaches) everything `up` pinned, removes the policy routes
+/// and the cgroups Tollgate manages when they are empty. Returns what was removed.
+pub fn down(config: &Config) -> Result<Vec<String>, InterceptError> {
+    if !privilege::can_load_ebpf() {
+        return Err(InterceptError::NotPrivileged);
+    }
+    let interception = &config.interception;
+    let mut removed = Vec::new();
+    let pins = &interception.pin_path;
+    if let Ok(entries) = std::fs::read_dir(pins) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            std::fs::remove_file(&path).map_err(|e| pin_error(&path, &e))?;
+            removed.push(path.display().to_string());
+        }
+        std::fs::remove_dir(pins).map_err(|e| pin_error(pins, &e))?;
+    }
+    let routes = PolicyRoutes::new(interception.routed.mark);
+    if routes.installed() {
+        routes.remove();
+        removed.push(format!(
+            "policy routes (fwmark {0}, table {0})",
+            interception.routed.mark
+        ));
+    }
+    let gateway_cgroup = gateway_cgroup_path(interception)?;
+    for path in interception.cgroup.iter().chain(gateway_cgroup.iter()) {
+        if path.is_dir() && !cgroup::is_mount_root(path) && !cgroup::has_processes(path) {
+            if std::fs::remove_dir(path).is_ok() {
+                removed.push(path.display().to_string());
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// True when `tollgate up` has pinned the programs at `pin_path`.
+#[must_use]
+pub fn is_up(interception: &InterceptionConfig) -> bool {
+    interception.pin_path.join(MAP_GATEWAY).exists()
+}
+
+/// Opens one map `tollgate up` pinned.
+pub(crate) fn pinned_map<T>(pins: &Path, name: &'static str) -> Result<T, InterceptError>
+where
+    T: TryFrom<Map, Error = aya::maps::MapError>,
+{
+    let data = MapData::from_pin(pins.join(name)).map_err(|e| map_error(name, &e))?;
+    let map = Map::from_map_data(data).map_err(|e| map_error(name, &e))?;
+    T::try_from(map).map_err(|e| map_error(name, &e))
+}
+
+/// The gateway's own cgroup, when it needs one (explicit, or the default beside the host's
+/// cgroup root).
+pub fn gateway_cgroup_path(
+    interception: &InterceptionConfig,
+) -> Result<Option<PathBuf>, InterceptError> {
+    if !interception.needs_gateway_cgroup() {
+        return Ok(None);
+    }
+    match &interception.gateway_cgroup {
+        Some(path) => Ok(Some(path.clone())),
+        None => cgroup::cgroup2_mount()
+            .map(|root| Some(root.join("tollgate-gateway")))
+            .ok_or(InterceptError::Missing(
+                "a cgroup v2 mount (for the gateway's cgroup)",
+            )),
+    }
+}
+
+fn check_can_load() -> Result<(), InterceptError> {
+    if !Interceptor::is_built() {
+        return Err(InterceptError::NotBuilt);
+    }
+    if !privilege::can_load_ebpf() {
+        return Err(InterceptError::NotPrivileged);
+    }
+    Ok(())
+}
+
+fn check_families(config: &Config, gateway: &GatewayConfig) -> Result<(), InterceptError> {
+    if !target_entries_v4(&config.targets).is_empty() && gateway.has_v4 == 0 {
+        return Err(InterceptError::Listener(
+            "IPv4 targets are configured but listener.addresses has no IPv4 address: add one, \
+             e.g. \"127.0.0.1:15306\""
+                .into(),
+        ));
+    }
+    if !target_entries_v6(&config.targets).is_empty() && gateway.has_v6 == 0 {
+        return Err(InterceptError::Listener(
+            "IPv6 targets are configured but listener.addresses has no IPv6 address: add one, \
+             e.g. \"[::1]:15306\""
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Mounts bpffs on the pin path's mount point (`/sys/fs/bpf`) when nothing is mounted there.
+fn mount_bpffs(pins: &Path) -> Result<(), InterceptError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let root = Path::new("/sys/fs/bpf");
+    if !pins.starts_with(root) {
+        return Ok(());
+    }
+    let is_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p).is_ok_and(|fs| {
+            #[expect(
+                clippy::useless_conversion,
+                reason = "f_type's integer type differs by arch"
+            )]
+            let kind = i64::from(fs.filesystem_type().0);
+            kind == BPF_FS_MAGIC
+        })
+    };
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| {
+        InterceptError::Missing(if e == nix::errno::Errno::ENODEV {
+            "bpffs (the kernel has no BPF filesystem: CONFIG_BPF_SYSCALL)"
+        } else {
+            "bpffs at /sys/fs/bpf (mount -t bpf bpf /sys/fs/bpf)"
+        })
+    })
+}
+
+/// Programs loaded and attached, maps filled.
+struct Attachment {
+    ebpf: Ebpf,
+    links: Vec<FdLink>,
+    /// Pin names of `links`, in order.
+    names: Vec<String>,
+    flows: FlowTable,
+}
+
+impl Attachment {
+    /// Loads, fills the maps (and pins them in `pins` when given), then attaches.
+    fn attach(
+        config: &Config,
+        scope: &Scope,
+        gateway: GatewayConfig,
+        pins: Option<&Path>,
+    ) -> Result<Self, InterceptError> {
+        let mut ebpf = Ebpf::load(EBPF_OBJECT)?;
+        // Maps first: a program attached before its maps are filled would let traffic through
+        // unsteered.
+        fill_maps(&mut ebpf, config, gateway)?;
+        if let Some(pins) = pins {
+            std::fs::create_dir_all(pins).map_err(|e| pin_error(pins, &e))?;
+            for name in PINNED_MAPS {
+                let path = pins.join(name);
+                ebpf.map(name)
+                    .ok_or_else(|| map_error(name, &"not in the eBPF object"))?
+                    .pin(&path)
+                    .map_err(|e| pin_error(&path, &e))?;
+            }
+        }
+        let flows = ebpf
+            .take_map(MAP_FLOWS)
+            .ok_or_else(|| map_error(MAP_FLOWS, &"not in the eBPF object"))?;
+        let flows = FlowTable::new(HashMap::try_from(flows).map_err(|e| map_error(MAP_FLOWS, &e))?);
+        let mut attachment = Self {
+            ebpf,
+            links: Vec::new(),
+            names: Vec::new(),
+            flows,
+        };
+        let interception = &config.interception;
+        // Egress first, then ingress, then the cgroup programs: enforcement is in place before
+        // anything is steered.
+        for interface in &interception.egress.interfaces {
+            attachment.attach_tc(PROG_TC_EGRESS, interface, TcAttachType::Egress)?;
+        }
+        for interface in &interception.routed.interfaces {
+            attachment.attach_xdp(interface)?;
+            attachment.attach_tc(PROG_TC_STEER, interface, TcAttachType::Ingress)?;
+        }
+        attachment.attach_cgroup(scope.path())?;
+        Ok(attachment)
+    }
+
+    fn attach_tc(
+        &mut self,
+        name: &'static str,
+        interface: &str,
+        kind: TcAttachType,
+    ) -> Result<(), InterceptError> {
+        let program: &mut SchedClassifier = program(&mut self.ebpf, name)?;
+        load_once(name, program.load(), program.fd().is_ok())?;
+        let id = program
+            .attach(interface, kind)
+            .map_err(|source| interface_error(name, interface, source))?;
+        let link = program
+            .take_link(id)
+            .map_err(|source| InterceptError::program(name, source))?;
+        let link = FdLink::try_from(link).map_err(|e| InterceptError::Feature {
+            program: name,
+            feature: "TCX links (kernel 6.6 or later)",
+            detail: e.to_string(),
+        })?;
+        self.push(link, format!("{name}_{interface}"));
+        Ok(())
+    }
+
+    fn attach_xdp(&mut self, interface: &str) -> Result<(), InterceptError> {
+        let name = PROG_XDP_GUARD;
+        let program: &mut Xdp = program(&mut self.ebpf, name)?;
+        load_once(name, program.load(), program.fd().is_ok())?;
+        // Native mode where the driver has it, generic (skb) mode otherwise.
+        let id = match program.attach(interface, XdpMode::Default) {
+            Ok(id) => id,
+            Err(_) => program
+                .attach(interface, XdpMode::Skb)
+                .map_err(|source| interface_error(name, interface, source))?,
+        };
+        let link = program
+            .take_link(id)
+            .map_err(|source| InterceptError::program(name, source))?;
+        let link = FdLink::try_from(link).map_err(|e| InterceptError::Feature {
+            program: name,
+            feature: "XDP links (kernel 5.9 or later)",
+            detail: e.to_string(),
+        })?;
+        self.push(link, format!("{name}_{interface}"));
+        Ok(())
+    }
+
+    fn attach_cgroup(&mut self, path: &Path) -> Result<(), InterceptError> {
+        let file = File::open(path).map_err(|source| InterceptError::OpenCgroup {
+            path: path.to_owned(),
+            source,
+        })?;
+        // Through BPF links (flags 0): links always run beside other programs on the cgroup,
+        // so on the host scope other tools' programs on the root cgroup stay.
+        let mode = CgroupAttachMode::Single;
+        // sockops first, so a connect redirected the moment connect4 is attached is already
+        // re-keyed when its handshake completes; the egress rule before any redirect.
+        {
+            let name = PROG_CGROUP_EGRESS;
+            let program: &mut CgroupSkb = program(&mut self.ebpf, name)?;
+            program
+                .load()
+                .and_then(|()| program.attach(&file, CgroupSkbAttachType::Egress, mode))
+                .and_then(|id| program.take_link(id))
+                .map_err(|source| InterceptError::program(name, source))
+                .and_then(|link| fd_link(name, link))
+                .map(|link| self.push(link, name.to_owned()))?;
+        }
+        {
+            let name = PROG_SOCKOPS;
+            let program: &mut SockOps = program(&mut self.ebpf, name)?;
+            program
+                .load()
+                .and_then(|()| program.attach(&file, mode))
+                .and_then(|id| program.take_link(id))
+                .map_err(|source| InterceptError::program(name, source))
+                .and_then(|link| fd_link(name, link))
+                .map(|link| self.push(link, name.to_owned()))?;
+        }
+        for name in [PROG_CONNECT4, PROG_CONNECT6] {
+            let program: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
+            program
+                .load()
+                .and_then(|()| program.attach(&file, mode))
+                .and_then(|id| program.take_link(id))
+                .map_err(|source| InterceptError::program(name, source))
+                .and_then(|link| fd_link(name, link))
+                .map(|link| self.push(link, name.to_owned()))?;
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, link: FdLink, name: String) {
+        self.links.push(link);
+        self.names.push(name);
+    }
+}
+
+fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, InterceptError>
+where
+    FdLink: TryFrom<L>,
+    <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+{
+    FdLink::try_from(link).map_err(|e| InterceptError::Feature {
+        program: name,
+        feature: "cgroup BPF links (kernel 5.7 or later)",
+        detail: e.to_string(),
+    })
+}
+
+/// A program used on several interfaces is loaded once.
+fn load_once(
+    name: &'static str,
+    loaded: Result<(), aya::programs::ProgramError>,
+    was_loaded: bool,
+) -> Result<(), InterceptError> {
+    match loaded {
+        Ok(()) => Ok(()),
+        Err(aya::programs::ProgramError::AlreadyLoaded) if was_loaded => Ok(()),
+        Err(source) => Err(InterceptError::program(name, source)),
+    }
+}
+
+fn interface_error(
+    program: &'static str,
+    interface: &str,
+    source: aya::programs::ProgramError,
+) -> InterceptError {
+    InterceptError::Interface {
+        program,
+        interface: interface.to_owned(),
+        source,
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, InterceptError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or(InterceptError::Program {
+            program: name,
+            source: aya::programs::ProgramError::UnexpectedProgramType,
+        })?
+        .try_into()
+        .map_err(|source| InterceptError::program(name, source))
+}
+
+fn fill_maps(
+    ebpf: &mut Ebpf,
+    config: &Config,
+    gateway: GatewayConfig,
+) -> Result<(), InterceptError> {
+    let mut gateway_map: Array<_, GatewayConfig> = map(ebpf, MAP_GATEWAY)?;
+    gateway_map
+        .set(0, gateway, 0)
+        .map_err(|e| map_error(MAP_GATEWAY, &e))?;
+    let mut targets_v4: LpmTrie<_, TargetKeyV4, TargetValue> = map(ebpf, MAP_TARGETS_V4)?;
+    for (key, value) in target_entries_v4(&config.targets) {
+        targets_v4
+            .insert(&key, value, 0)
+            .map_err(|e| map_error(MAP_TARGETS_V4, &e))?;
+    }
+    let mut targets_v6: LpmTrie<_, TargetKeyV6, TargetValue> = map(ebpf, MAP_TARGETS_V6)?;
+    for (key, value) in target_entries_v6(&config.targets) {
+        targets_v6
+            .insert(&key, value, 0)
+            .map_err(|e| map_error(MAP_TARGETS_V6, &e))?;
+    }
+    let (hosts_v4, hosts_v6) = host_entries(&config.targets);
+    let mut map_v4: LpmTrie<_, HostKeyV4, HostValue> = map(ebpf, MAP_HOSTS_V4)?;
+    for (key, value) in hosts_v4 {
+        map_v4
+            .insert(&key, value, 0)
+            .map_err(|e| map_error(MAP_HOSTS_V4, &e))?;
+    }
+    let mut map_v6: LpmTrie<_, HostKeyV6, HostValue> = map(ebpf, MAP_HOSTS_V6)?;
+    for (key, value) in hosts_v6 {
+        map_v6
+            .insert(&key, value, 0)
+            .map_err(|e| map_error(MAP_HOSTS_V6, &e))?;
+    }
+    Ok(())
+}
+
+/// LPM trie entries of the protected hosts (every target's address prefix, any port).
+#[must_use]
+pub fn host_entries(
+    targets: &[TargetConfig],
+) -> (
+    Vec<(Key<HostKeyV4>, HostValue)>,
+    Vec<(Key<HostKeyV6>, HostValue)>,
+) {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    for (id, target) in targets.iter().enumerate() {
+        let value = HostValue {
+            target_id: target_value(id).target_id,
+        };
+        match target.address {
+            IpNet::V4(net) => v4.push((
+                Key::new(u32::from(net.prefix_len()), net.addr().octets()),
+                value,
+            )),
+            IpNet::V6(net) => v6.push((
+                Key::new(u32::from(net.prefix_len()), net.addr().octets()),
+                value,
+            )),
+        }
+    }
+    (v4, v6)
 }
 
 fn map<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, InterceptError>
@@ -200,7 +701,14 @@ where
     T::try_from(map).map_err(|e| map_error(name, &e))
 }
 
-fn map_error(map: &'static str, detail: &dyn std::fmt::Display) -> InterceptError {
+fn pin_error(path: &Path, detail: &dyn std::fmt::Display) -> InterceptError {
+    InterceptError::Pin {
+        path: path.to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+pub(crate) fn map_error(map: &'static str, detail: &dyn std::fmt::Display) -> InterceptError {
     InterceptError::Map {
         map,
         detail: detail.to_string(),

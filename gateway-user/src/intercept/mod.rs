@@ -6,10 +6,16 @@ pub mod attribution;
 pub mod cgroup;
 mod loader;
 pub mod privilege;
+pub mod routes;
+pub mod status;
 
 pub use attribution::{FlowTable, Origin};
 pub use cgroup::{CgroupError, ManagedCgroup, join_cgroup};
-pub use loader::{Interceptor, gateway_config, target_entries_v4, target_entries_v6};
+use loader::map_error as map_error_of;
+pub use loader::{
+    Interceptor, PINNED_MAPS, down, gateway_cgroup_path, gateway_config, host_entries, is_up,
+    target_entries_v4, target_entries_v6, up,
+};
 
 use std::path::PathBuf;
 
@@ -67,6 +73,49 @@ pub enum InterceptError {
     /// The listener addresses do not allow redirects (e.g. none for a family a target uses).
     #[error("{0}")]
     Listener(String),
+    /// A program could not be attached to an interface.
+    #[error(
+        "eBPF program {program} on interface {interface}: {source} (does the interface exist in this network namespace?)"
+    )]
+    Interface {
+        /// Program name.
+        program: &'static str,
+        /// The interface.
+        interface: String,
+        /// The error.
+        source: aya::programs::ProgramError,
+    },
+    /// The kernel lacks a feature a program needs.
+    #[error("eBPF program {program} needs {feature}, which this kernel lacks: {detail}")]
+    Feature {
+        /// Program name.
+        program: &'static str,
+        /// The missing feature, named.
+        feature: &'static str,
+        /// What the kernel said.
+        detail: String,
+    },
+    /// Something the host must provide is missing.
+    #[error("this host has no {0}")]
+    Missing(&'static str),
+    /// `tollgate up` found its programs already pinned.
+    #[error(
+        "Tollgate is already up (programs pinned in {}): `tollgate status` shows them, \
+         `tollgate down` removes them",
+        .0.display()
+    )]
+    AlreadyUp(PathBuf),
+    /// Pinning to (or unpinning from) bpffs failed.
+    #[error("bpffs {path}: {detail}")]
+    Pin {
+        /// The pin path.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// The policy routes could not be installed.
+    #[error(transparent)]
+    Routes(#[from] routes::RouteError),
     /// The cgroup file could not be opened for attaching.
     #[error("opening cgroup {path} for attaching: {source}")]
     OpenCgroup {

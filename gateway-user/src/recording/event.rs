@@ -421,6 +421,22 @@ pub struct SessionStarted {
     /// reached or the login failed, and in version 1 documents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsInfo>,
+    /// How the connection reached the gateway: steered by the kernel from a local process
+    /// (`local`) or from a routed flow (`routed`); absent when the client dialed the gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steering: Option<Steering>,
+}
+
+/// How a connection was steered into the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Steering {
+    /// A process on this host, redirected at `connect()` by the cgroup programs; the recording
+    /// carries the process.
+    Local,
+    /// A flow routed through this host, handed over by the TC program; the recording carries
+    /// the client host's address and port (`client_addr`).
+    Routed,
 }
 
 /// TLS on the two legs of a session; a leg without TLS is `null`.

@@ -25,7 +25,7 @@ use tokio::sync::mpsc::{self, error::TrySendError};
 pub use chain::{Chainer, KeyError, SigningKey};
 pub use event::{
     EndReason, EventKind, GapEvent, GapReason, LocalInfile, LoginEvent, ProcessInfo, RecordedEvent,
-    SessionEnded, SessionStarted, StatementError, StatementEvent,
+    SessionEnded, SessionStarted, StatementError, StatementEvent, Steering,
 };
 pub use health::{RecorderHealth, Unrecordable};
 pub use store::{Store, StoreError, StoreOptions};

@@ -31,6 +31,7 @@ use crate::{
     config::{Config, TargetConfig},
     intercept::{FlowTable, Origin},
     protocol::{ErrPacket, error_code},
+    recording::Steering,
     recording::{
         EndReason, EventKind, LoginEvent, ProcessInfo, RecordedEvent, Recorder, SessionEnded,
         SessionStarted,
@@ -125,16 +126,26 @@ pub async fn serve(
     mut client: TcpStream,
     peer: SocketAddr,
     local: SocketAddr,
+    routed: bool,
 ) {
     let started = tokio::time::Instant::now();
     let session_id = Uuid::now_v7();
     let _ = client.set_nodelay(true);
 
     // 1. resolve
-    let origin = ctx
-        .flows
-        .as_ref()
-        .and_then(|flows| flows.claim(peer, local));
+    let origin = if routed {
+        // A routed flow: its local address is the database it was bound for.
+        Origin::routed(&ctx.config, local)
+    } else {
+        ctx.flows
+            .as_ref()
+            .and_then(|flows| flows.claim(peer, local))
+    };
+    let steering = match (&origin, routed) {
+        (Some(_), true) => Some(Steering::Routed),
+        (Some(_), false) => Some(Steering::Local),
+        (None, _) => None,
+    };
     let Some(target) = resolve_target(&ctx.config, origin.as_ref()) else {
         let error = SessionError::NotRedirected { client: peer };
         tracing::warn!(%session_id, client = %peer, "{error}");
@@ -148,7 +159,7 @@ pub async fn serve(
         tracing::error!(%session_id, "no upstream address for target {}", target.name.get_ref());
         return;
     };
-    let process = origin.as_ref().map(|o| o.process.clone());
+    let process = origin.as_ref().and_then(|o| o.process.clone());
     let mut started_event = SessionStarted {
         gateway: ctx.gateway_instance.to_string(),
         client_addr: peer,
@@ -158,6 +169,7 @@ pub async fn serve(
         upstream: upstream_addr.to_string(),
         upstream_local_addr: None,
         tls: None,
+        steering,
     };
 
     // 2. dial

@@ -1,0 +1,214 @@
+//! Bounds-checked header parsing shared by the XDP and TC programs, and the lookups that
+//! decide whether a packet is bound for a protected host or target.
+//!
+//! Only what the decisions need is read: the IP version, addresses, protocol, fragment and
+//! option bits, and the TCP ports and flags. Every read is checked against the packet's end
+//! first, which is also what the verifier demands.
+
+use aya_ebpf::maps::lpm_trie::Key;
+use gateway_common::{HostValue, TARGET_PORT_BITS, TargetValue, ipv4_unmapped};
+
+use crate::maps::{HOSTS_V4, HOSTS_V6, TARGETS_V4, TARGETS_V6};
+
+/// Length of an Ethernet header.
+pub const ETH_HLEN: usize = 14;
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+/// IPv6 next-header value of the fragment header.
+pub const IPPROTO_FRAGMENT: u8 = 44;
+/// TCP flag SYN.
+pub const TCP_SYN: u8 = 0x02;
+/// TCP flag ACK.
+pub const TCP_ACK: u8 = 0x10;
+
+/// An IP header's facts.
+#[derive(Clone, Copy)]
+pub struct Ip {
+    /// 4 or 6.
+    pub version: u8,
+    /// Source address; IPv4 in the first four bytes.
+    pub src: [u8; 16],
+    /// Destination address; IPv4 in the first four bytes.
+    pub dst: [u8; 16],
+    /// IPv4 protocol or IPv6 next header.
+    pub protocol: u8,
+    /// An IPv4 fragment (more-fragments set or a non-zero offset).
+    pub fragment: bool,
+    /// IPv4 options present.
+    pub options: bool,
+    /// Offset of the layer-4 header from the start of the packet.
+    pub l4_offset: usize,
+}
+
+impl Ip {
+    /// The facts of an IPv4 header that starts `base` bytes into the packet.
+    #[inline(always)]
+    pub fn from_v4_header(h: &[u8; 20], base: usize) -> Self {
+        let ihl = usize::from(h[0] & 0x0f) * 4;
+        let frag = u16::from_be_bytes([h[6], h[7]]);
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        src[0] = h[12];
+        src[1] = h[13];
+        src[2] = h[14];
+        src[3] = h[15];
+        dst[0] = h[16];
+        dst[1] = h[17];
+        dst[2] = h[18];
+        dst[3] = h[19];
+        Self {
+            version: 4,
+            src,
+            dst,
+            protocol: h[9],
+            // MF bit or a fragment offset.
+            fragment: frag & 0x3fff != 0,
+            options: ihl != 20,
+            l4_offset: base + 20,
+        }
+    }
+
+    /// The facts of an IPv6 header that starts `base` bytes into the packet.
+    #[inline(always)]
+    pub fn from_v6_header(h: &[u8; 40], base: usize) -> Self {
+        let mut src = [0u8; 16];
+        let mut dst = [0u8; 16];
+        let mut i = 0;
+        while i < 16 {
+            src[i] = h[8 + i];
+            dst[i] = h[24 + i];
+            i += 1;
+        }
+        Self {
+            version: 6,
+            src,
+            dst,
+            protocol: h[6],
+            fragment: h[6] == IPPROTO_FRAGMENT,
+            options: false,
+            l4_offset: base + 40,
+        }
+    }
+
+    /// The IPv4 destination (first four bytes of `dst`).
+    #[inline(always)]
+    pub fn dst_v4(&self) -> [u8; 4] {
+        [self.dst[0], self.dst[1], self.dst[2], self.dst[3]]
+    }
+
+    /// The IPv4 source (first four bytes of `src`).
+    #[inline(always)]
+    pub fn src_v4(&self) -> [u8; 4] {
+        [self.src[0], self.src[1], self.src[2], self.src[3]]
+    }
+}
+
+/// A TCP header's ports (host byte order) and flags.
+#[derive(Clone, Copy)]
+pub struct Tcp {
+    /// Source port.
+    pub sport: u16,
+    /// Destination port.
+    pub dport: u16,
+    /// The flags byte.
+    pub flags: u8,
+}
+
+/// A packet as `[data, end)` addresses (XDP's `xdp_md` or TC's `__sk_buff` data pointers).
+#[derive(Clone, Copy)]
+pub struct Packet {
+    data: usize,
+    end: usize,
+}
+
+impl Packet {
+    /// The packet between `data` and `end`.
+    #[inline(always)]
+    pub fn new(data: usize, end: usize) -> Self {
+        Self { data, end }
+    }
+
+    /// Copies `N` bytes at `offset`, or `None` past the end.
+    #[inline(always)]
+    pub fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let start = self.data + offset;
+        if start + N > self.end {
+            return None;
+        }
+        // SAFETY: [start, start + N) lies inside the packet, checked just above.
+        Some(unsafe { core::ptr::read_unaligned(start as *const [u8; N]) })
+    }
+
+    /// Parses the IP header after the Ethernet header. `None`: not IP, or cut short.
+    #[inline(always)]
+    pub fn ip(&self) -> Option<Ip> {
+        let ethertype = u16::from_be_bytes(self.bytes::<2>(12)?);
+        if ethertype != ETH_P_IP && ethertype != ETH_P_IPV6 {
+            return None;
+        }
+        let base = ETH_HLEN;
+        let first = self.bytes::<1>(base)?[0];
+        match first >> 4 {
+            4 => Some(Ip::from_v4_header(&self.bytes::<20>(base)?, base)),
+            6 => Some(Ip::from_v6_header(&self.bytes::<40>(base)?, base)),
+            _ => None,
+        }
+    }
+
+    /// The TCP header at `ip.l4_offset`. Only for IPv4 without options and IPv6 without
+    /// extension headers (the callers drop the rest when it is bound for a protected host).
+    #[inline(always)]
+    pub fn tcp(&self, ip: &Ip) -> Option<Tcp> {
+        let h = self.bytes::<14>(ip.l4_offset)?;
+        Some(Tcp {
+            sport: u16::from_be_bytes([h[0], h[1]]),
+            dport: u16::from_be_bytes([h[2], h[3]]),
+            flags: h[13],
+        })
+    }
+}
+
+/// The protected host `dst` belongs to, if any. An IPv6 destination in the IPv4-mapped form is
+/// looked up as the IPv4 address it maps.
+#[inline(always)]
+pub fn protected_host(ip: &Ip) -> Option<HostValue> {
+    if ip.version == 4 {
+        return host_v4(ip.dst_v4());
+    }
+    if let Some(v4) = ipv4_unmapped(&ip.dst) {
+        return host_v4(v4);
+    }
+    HOSTS_V6.get(Key::new(128, ip.dst)).copied()
+}
+
+/// The protected host an IPv4 address belongs to.
+#[inline(always)]
+pub fn host_v4(addr: [u8; 4]) -> Option<HostValue> {
+    HOSTS_V4.get(Key::new(32, addr)).copied()
+}
+
+/// The protected target `dst`:`port` is, if any (IPv4 packets, or native IPv6 ones).
+#[inline(always)]
+pub fn protected_target(ip: &Ip, port: u16) -> Option<TargetValue> {
+    let p = port.to_be_bytes();
+    if ip.version == 4 {
+        let a = ip.dst;
+        let data = [p[0], p[1], a[0], a[1], a[2], a[3]];
+        return TARGETS_V4
+            .get(Key::new(TARGET_PORT_BITS + 32, data))
+            .copied();
+    }
+    let mut data = [0u8; 18];
+    data[0] = p[0];
+    data[1] = p[1];
+    let mut i = 0;
+    while i < 16 {
+        data[i + 2] = ip.dst[i];
+        i += 1;
+    }
+    TARGETS_V6
+        .get(Key::new(TARGET_PORT_BITS + 128, data))
+        .copied()
+}
