@@ -8,7 +8,6 @@
 //! - `tollgate_cgroup_egress`: `cgroup_skb/egress` on the scope cgroup, for every interface.
 
 use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
     helpers::generated::bpf_skb_cgroup_id,
     macros::{cgroup_skb, classifier},
     programs::{SkBuffContext, TcContext},
@@ -17,7 +16,7 @@ use gateway_common::Counter;
 
 use crate::{
     maps::{GATEWAY, count},
-    packet::{Ip, Packet, protected_host},
+    packet::{Ip, Packet, TC_NEXT, TC_SHOT, protected_host},
 };
 
 #[classifier]
@@ -28,13 +27,13 @@ pub fn tollgate_tc_egress(ctx: TcContext) -> i32 {
             // SAFETY: the context is this program's skb.
             if from_gateway(unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }) {
                 count(Counter::EgressGateway);
-                TC_ACT_UNSPEC
+                TC_NEXT
             } else {
                 count(Counter::EgressDropped);
-                TC_ACT_SHOT as i32
+                TC_SHOT
             }
         }
-        _ => TC_ACT_UNSPEC,
+        _ => TC_NEXT,
     }
 }
 

@@ -19,6 +19,11 @@
               tgid in one u64): the truncating casts are how they are unpacked"
 )]
 #![allow(
+    clippy::inline_always,
+    reason = "eBPF: a bounds check and the reads it guards must stay in one function for the \
+              verifier to connect them"
+)]
+#![allow(
     clippy::needless_pass_by_value,
     reason = "program entry signatures are fixed by aya's macros"
 )]

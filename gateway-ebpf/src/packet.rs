@@ -10,6 +10,13 @@ use gateway_common::{HostValue, TARGET_PORT_BITS, TargetValue, ipv4_unmapped};
 
 use crate::maps::{HOSTS_V4, HOSTS_V6, TARGETS_V4, TARGETS_V6};
 
+/// TC verdict: let the packet go on, with no opinion (TCX: the next program decides).
+pub const TC_NEXT: i32 = -1;
+/// TC verdict: accept the packet (as steered).
+pub const TC_OK: i32 = 0;
+/// TC verdict: drop the packet.
+pub const TC_SHOT: i32 = 2;
+
 /// Length of an Ethernet header.
 pub const ETH_HLEN: usize = 14;
 const ETH_P_IP: u16 = 0x0800;

@@ -13,10 +13,7 @@ use core::ptr::read_volatile;
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::{
-        BPF_F_CURRENT_NETNS, BPF_TCP_LISTEN, TC_ACT_OK, TC_ACT_SHOT, TC_ACT_UNSPEC, bpf_sock,
-        bpf_sock_tuple,
-    },
+    bindings::{bpf_sock, bpf_sock_tuple},
     helpers::generated::{bpf_sk_assign, bpf_sk_release, bpf_skc_lookup_tcp},
     macros::classifier,
     programs::TcContext,
@@ -25,39 +22,46 @@ use gateway_common::{Counter, GatewayConfig, ipv6_words};
 
 use crate::{
     maps::{GATEWAY, count},
-    packet::{IPPROTO_TCP, Ip, Packet, TCP_ACK, TCP_SYN, Tcp, protected_target},
+    packet::{
+        IPPROTO_TCP, Ip, Packet, TC_NEXT, TC_OK, TC_SHOT, TCP_ACK, TCP_SYN, Tcp, protected_target,
+    },
 };
+
+/// `BPF_F_CURRENT_NETNS` (-1 as the helpers' u64): look up in the packet's own namespace.
+const CURRENT_NETNS: u64 = u64::MAX;
+/// `BPF_TCP_LISTEN`: the state of a listening socket.
+const TCP_LISTEN: u32 = 10;
 
 #[classifier]
 pub fn tollgate_tc_steer(ctx: TcContext) -> i32 {
     let packet = Packet::new(ctx.data(), ctx.data_end());
     let Some(ip) = packet.ip() else {
-        return TC_ACT_UNSPEC;
+        return TC_NEXT;
     };
     // XDP already dropped what is bound for a protected host and not plain TCP.
     if ip.protocol != IPPROTO_TCP || ip.fragment || ip.options {
-        return TC_ACT_UNSPEC;
+        return TC_NEXT;
     }
     let Some(tcp) = packet.tcp(&ip) else {
-        return TC_ACT_UNSPEC;
+        return TC_NEXT;
     };
     if protected_target(&ip, tcp.dport).is_none() {
-        return TC_ACT_UNSPEC;
+        return TC_NEXT;
     }
     let Some(gateway) = GATEWAY.get(0).copied() else {
         count(Counter::RoutedNoGateway);
-        return TC_ACT_SHOT as i32;
+        return TC_SHOT;
     };
     if tcp.flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
         if !assign_listener(&ctx, &ip, &tcp, &gateway) {
             count(Counter::RoutedNoGateway);
-            return TC_ACT_SHOT as i32;
+            return TC_SHOT;
         }
         count(Counter::RoutedSynSteered);
     }
     ctx.set_mark(gateway.mark);
     count(Counter::RoutedPacketsSteered);
-    TC_ACT_OK as i32
+    TC_OK
 }
 
 /// Looks up the gateway's listener for this flow's family and assigns the SYN to it.
@@ -82,21 +86,14 @@ fn assign_listener(ctx: &TcContext, ip: &Ip, tcp: &Tcp, gateway: &GatewayConfig)
         36
     };
     // SAFETY: the tuple is initialised for `size` bytes; the context is this program's skb.
-    let sk: *mut bpf_sock = unsafe {
-        bpf_skc_lookup_tcp(
-            ctx.as_ptr(),
-            &raw mut tuple,
-            size,
-            BPF_F_CURRENT_NETNS as u64,
-            0,
-        )
-    };
+    let sk: *mut bpf_sock =
+        unsafe { bpf_skc_lookup_tcp(ctx.as_ptr(), &raw mut tuple, size, CURRENT_NETNS, 0) };
     if sk.is_null() {
         return false;
     }
     // SAFETY: `sk` is a live socket reference from the lookup; `state` is readable on any.
     let state = unsafe { read_volatile(&raw const (*sk).state) };
-    let assigned = state == BPF_TCP_LISTEN as u32
+    let assigned = state == TCP_LISTEN
         // SAFETY: assigning a referenced socket from a TC ingress program, flags 0.
         && unsafe { bpf_sk_assign(ctx.as_ptr(), sk.cast(), 0) } == 0;
     // SAFETY: releases the reference the lookup took, on every path.

@@ -51,7 +51,7 @@ fn check_config_names_the_bad_field_and_line() {
     let (ok, _, stderr) =
         check_config(&GOOD.replace("[interception]", "[interception]\nmdoe = \"off\""));
     assert!(!ok);
-    assert!(stderr.contains("tollgate.toml:5:1: interception.mdoe: unknown field `mdoe`, expected `mode` or `cgroup`"), "{stderr}");
+    assert!(stderr.contains("tollgate.toml:5:1: interception.mdoe: unknown field `mdoe`, expected one of `mode`, `cgroup`, `gateway_cgroup`, `pin_path`, `routed`, `egress`"), "{stderr}");
 
     let (ok, _, stderr) = check_config(&GOOD.replace("port = 3306", "port = 70000"));
     assert!(!ok);

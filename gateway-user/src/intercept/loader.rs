@@ -317,10 +317,12 @@ pub fn down(config: &Config) -> Result<Vec<String>, InterceptError> {
     }
     let gateway_cgroup = gateway_cgroup_path(interception)?;
     for path in interception.cgroup.iter().chain(gateway_cgroup.iter()) {
-        if path.is_dir() && !cgroup::is_mount_root(path) && !cgroup::has_processes(path) {
-            if std::fs::remove_dir(path).is_ok() {
-                removed.push(path.display().to_string());
-            }
+        if path.is_dir()
+            && !cgroup::is_mount_root(path)
+            && !cgroup::has_processes(path)
+            && std::fs::remove_dir(path).is_ok()
+        {
+            removed.push(path.display().to_string());
         }
     }
     Ok(removed)
@@ -663,14 +665,12 @@ fn fill_maps(
     Ok(())
 }
 
+/// LPM trie entries of one family's protected hosts.
+pub type HostEntries<K> = Vec<(Key<K>, HostValue)>;
+
 /// LPM trie entries of the protected hosts (every target's address prefix, any port).
 #[must_use]
-pub fn host_entries(
-    targets: &[TargetConfig],
-) -> (
-    Vec<(Key<HostKeyV4>, HostValue)>,
-    Vec<(Key<HostKeyV6>, HostValue)>,
-) {
+pub fn host_entries(targets: &[TargetConfig]) -> (HostEntries<HostKeyV4>, HostEntries<HostKeyV6>) {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for (id, target) in targets.iter().enumerate() {
