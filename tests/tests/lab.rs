@@ -312,13 +312,18 @@ struct Interception<'a> {
 
 impl Interception<'_> {
     fn tollgate(&self, command: &str) -> std::process::Output {
+        self.tollgate_args(&[command])
+    }
+
+    /// `tollgate ARGS... --config CONFIG` in the bastion.
+    fn tollgate_args(&self, args: &[&str]) -> std::process::Output {
         run_capture(
             command_in(Some(self.bastion), tollgate_bin())
-                .arg(command)
+                .args(args)
                 .arg("--config")
                 .arg(&self.config),
         )
-        .unwrap_or_else(|e| panic!("tollgate {command}: {e:#}"))
+        .unwrap_or_else(|e| panic!("tollgate {args:?}: {e:#}"))
     }
 }
 
@@ -466,6 +471,7 @@ fn routed_clients_reach_mariadb_only_through_the_gateway() {
         .unwrap_or_else(|| panic!("no IPv4 session recorded: {started:#?}"));
     let client_v4 = v4["client_addr"].as_str().unwrap_or_default();
     assert!(client_v4.starts_with("198.18.1.2:"), "{v4}");
+    assert_eq!(v4["steering"], "routed", "{v4}");
     let v6 = started
         .iter()
         .find(|e| e["original_destination"] == "[fd00:198:18:2::2]:3306")
@@ -518,6 +524,32 @@ fn routed_clients_reach_mariadb_only_through_the_gateway() {
             "status does not name {program}:\n{status_text}"
         );
     }
+
+    // Every drop was counted by the program that made it. (A client's IPv4-mapped connect
+    // leaves its host as IPv4: the mapped-destination counter stays at 0 here.)
+    let json = interception.tollgate_args(&["status", "--json"]);
+    assert_success("tollgate status --json", &json);
+    let status: Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    let counter = |name: &str| {
+        status["counters"]
+            .as_array()
+            .and_then(|c| c.iter().find(|pair| pair[0] == name))
+            .and_then(|pair| pair[1].as_u64())
+            .unwrap_or_else(|| panic!("no counter {name}: {status:#}"))
+    };
+    for name in [
+        "routed_syn_steered",
+        "routed_dropped_no_gateway",
+        "xdp_dropped_not_tcp",
+        "xdp_dropped_other_port",
+        "xdp_dropped_fragment",
+        "egress_dropped_not_gateway",
+        "cgroup_egress_dropped_not_gateway",
+        "egress_passed_gateway",
+    ] {
+        assert!(counter(name) > 0, "{name} is 0: {status:#}");
+    }
+    assert_eq!(status["gateway"]["running"], true, "{status:#}");
 
     drop(gateway);
     assert_success("tollgate down", &interception.tollgate("down"));

@@ -17,6 +17,9 @@
 //! Masking: a third gateway with `[[masking]]` rules (a name rule and content detectors)
 //! reads the same 100k-row result as the plain gateway, best of 3 each, alternating; the row
 //! `masking_100k_rows` has both times and the added cost.
+//!
+//! The lab (`bench/lab.rs`, needs root): the eBPF path against a plain routed path in the
+//! three-host lab of `tests/lab/lab.sh`, per connection and per packet; items `lab_*`.
 
 use std::{
     fmt::Write as _,
@@ -33,6 +36,8 @@ use nix::{
 };
 
 use crate::command::cmd;
+
+mod lab;
 
 const DB_PORT: u16 = 24306;
 const RELAY_PORT: u16 = 24307;
@@ -159,9 +164,23 @@ pub fn run(root: &Path, seconds: u32) -> anyhow::Result<()> {
         &format!(",\"filter\":\"{}\"", INDEX_FILTER.join(" ")),
     ));
     json.push(masking);
+    json.extend(lab::run(root)?);
     let json = format!("[\n  {}\n]\n", json.join(",\n  "));
     fs::write(work.join("latest.json"), json).context("writing target/bench/latest.json")?;
     println!("wrote {}", work.join("latest.json").display());
+    Ok(())
+}
+
+/// The `lab` part alone (`--only lab`): prints its table and writes its items to
+/// `target/bench/lab.json`.
+pub fn lab(root: &Path) -> anyhow::Result<()> {
+    let items = lab::run(root)?;
+    if !items.is_empty() {
+        let path = root.join("target/bench/lab.json");
+        fs::write(&path, format!("[\n  {}\n]\n", items.join(",\n  ")))
+            .context("writing target/bench/lab.json")?;
+        println!("wrote {}", path.display());
+    }
     Ok(())
 }
 

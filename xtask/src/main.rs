@@ -51,7 +51,8 @@ enum Task {
         /// Seconds per sysbench run.
         #[arg(long, default_value_t = 10)]
         seconds: u32,
-        /// Only this part: `index` (a filtered `sessions list --index` over 100k sessions).
+        /// Only this part: `index` (a filtered `sessions list --index` over 100k sessions) or
+        /// `lab` (the eBPF path against a plain routed path in the netns lab; needs root).
         #[arg(long, value_name = "PART")]
         only: Option<String>,
     },
@@ -103,7 +104,8 @@ fn run(task: Task) -> anyhow::Result<()> {
         Task::Bench { seconds, only } => match only.as_deref() {
             None => bench::run(&root, seconds),
             Some("index") => bench::index(&root).map(drop),
-            Some(other) => anyhow::bail!("--only {other:?}: the only part is `index`"),
+            Some("lab") => bench::lab(&root),
+            Some(other) => anyhow::bail!("--only {other:?}: the parts are `index` and `lab`"),
         },
         Task::Fuzz { seconds, target } => fuzz::run(&root, seconds, target.as_deref()),
         Task::Quickstart { exit_after_demo } => quickstart::run(&root, exit_after_demo),
