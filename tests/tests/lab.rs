@@ -411,6 +411,52 @@ fn assert_recorded(store: &Path, seen_by_db: &[String]) {
     }
 }
 
+/// `tollgate status` names the programs, `--json` counted every kind of drop the bypass suite caused, and the
+/// gateway is running.
+fn assert_counted(interception: &Interception<'_>) {
+    let status = interception.tollgate("status");
+    assert_success("tollgate status", &status);
+    let status_text = String::from_utf8_lossy(&status.stdout);
+    for program in [
+        "tollgate_connect4",
+        "tollgate_connect6",
+        "tollgate_sockops",
+        "tollgate_tc_steer",
+        "tollgate_tc_egress",
+    ] {
+        assert!(
+            status_text.contains(program),
+            "status does not name {program}:\n{status_text}"
+        );
+    }
+
+    // Every drop was counted by the program that made it. (A client's IPv4-mapped connect
+    // leaves its host as IPv4: the mapped-destination counter stays at 0 here.)
+    let json = interception.tollgate_args(&["status", "--json"]);
+    assert_success("tollgate status --json", &json);
+    let status: Value = serde_json::from_slice(&json.stdout).expect("status JSON");
+    let counter = |name: &str| {
+        status["counters"]
+            .as_array()
+            .and_then(|c| c.iter().find(|pair| pair[0] == name))
+            .and_then(|pair| pair[1].as_u64())
+            .unwrap_or_else(|| panic!("no counter {name}: {status:#}"))
+    };
+    for name in [
+        "routed_syn_steered",
+        "routed_dropped_no_gateway",
+        "xdp_dropped_not_tcp",
+        "xdp_dropped_other_port",
+        "xdp_dropped_fragment",
+        "egress_dropped_not_gateway",
+        "cgroup_egress_dropped_not_gateway",
+        "egress_passed_gateway",
+    ] {
+        assert!(counter(name) > 0, "{name} is 0: {status:#}");
+    }
+    assert_eq!(status["gateway"]["running"], true, "{status:#}");
+}
+
 #[test]
 fn routed_clients_reach_mariadb_only_through_the_gateway() {
     if !require_root("routed_clients_reach_mariadb_only_through_the_gateway") {
@@ -509,47 +555,7 @@ fn routed_clients_reach_mariadb_only_through_the_gateway() {
     }
     assert_recorded(&store, &seen_by_db);
 
-    let status = interception.tollgate("status");
-    assert_success("tollgate status", &status);
-    let status_text = String::from_utf8_lossy(&status.stdout);
-    for program in [
-        "tollgate_connect4",
-        "tollgate_connect6",
-        "tollgate_sockops",
-        "tollgate_tc_steer",
-        "tollgate_tc_egress",
-    ] {
-        assert!(
-            status_text.contains(program),
-            "status does not name {program}:\n{status_text}"
-        );
-    }
-
-    // Every drop was counted by the program that made it. (A client's IPv4-mapped connect
-    // leaves its host as IPv4: the mapped-destination counter stays at 0 here.)
-    let json = interception.tollgate_args(&["status", "--json"]);
-    assert_success("tollgate status --json", &json);
-    let status: Value = serde_json::from_slice(&json.stdout).expect("status JSON");
-    let counter = |name: &str| {
-        status["counters"]
-            .as_array()
-            .and_then(|c| c.iter().find(|pair| pair[0] == name))
-            .and_then(|pair| pair[1].as_u64())
-            .unwrap_or_else(|| panic!("no counter {name}: {status:#}"))
-    };
-    for name in [
-        "routed_syn_steered",
-        "routed_dropped_no_gateway",
-        "xdp_dropped_not_tcp",
-        "xdp_dropped_other_port",
-        "xdp_dropped_fragment",
-        "egress_dropped_not_gateway",
-        "cgroup_egress_dropped_not_gateway",
-        "egress_passed_gateway",
-    ] {
-        assert!(counter(name) > 0, "{name} is 0: {status:#}");
-    }
-    assert_eq!(status["gateway"]["running"], true, "{status:#}");
+    assert_counted(&interception);
 
     drop(gateway);
     assert_success("tollgate down", &interception.tollgate("down"));

@@ -78,6 +78,9 @@ mod com {
     pub const RESET_CONNECTION: u8 = 0x1f;
 }
 
+/// How long the gateway waits, after a client's `COM_QUIT`, for the client to close first.
+const QUIT_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The name recorded for a command byte.
 #[must_use]
 pub fn command_name(command: u8) -> &'static str {
@@ -687,6 +690,11 @@ impl<'r> Relay<'r> {
                 self.server.reset_sequence();
                 let _ = self.server.write_packet(&command).await;
                 let _ = self.server.flush().await;
+                // Let the client close first, so the TIME-WAIT state stays on its side: on a
+                // bastion, a steered flow's 4-tuple left in TIME-WAIT here would make the
+                // client's next connect from the same port hang. Bounded: a client that keeps
+                // the socket open is closed after QUIT_LINGER.
+                let _ = tokio::time::timeout(QUIT_LINGER, self.next_command()).await;
                 return Ok(());
             }
             let started = time::OffsetDateTime::now_utc();
