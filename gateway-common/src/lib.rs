@@ -23,6 +23,12 @@ pub const MAP_FLOWS: &str = "FLOWS";
 pub const MAP_HOSTS_V4: &str = "HOSTS_V4";
 /// Name of the LPM trie of protected IPv6 hosts (address prefix -> [`HostValue`]), any port.
 pub const MAP_HOSTS_V6: &str = "HOSTS_V6";
+/// Name of the sockmap of the gateway's transparent listeners ([`LISTENER_V4`], [`LISTENER_V6`]).
+pub const MAP_LISTENERS: &str = "LISTENERS";
+/// Slot of the IPv4 transparent listener in `LISTENERS`.
+pub const LISTENER_V4: u32 = 0;
+/// Slot of the IPv6 transparent listener in `LISTENERS`.
+pub const LISTENER_V6: u32 = 1;
 /// Name of the per-CPU array of counters (indexed by [`Counter`]).
 pub const MAP_COUNTERS: &str = "COUNTERS";
 
@@ -34,8 +40,12 @@ pub const PROG_CONNECT6: &str = "tollgate_connect6";
 pub const PROG_SOCKOPS: &str = "tollgate_sockops";
 /// Program name of the XDP program on client-facing interfaces (drops what may never pass).
 pub const PROG_XDP_GUARD: &str = "tollgate_xdp_guard";
-/// Program name of the TC ingress program on client-facing interfaces (steers routed flows).
+/// Program name of the TC ingress program on client-facing interfaces (marks routed flows for
+/// local delivery).
 pub const PROG_TC_STEER: &str = "tollgate_tc_steer";
+/// Program name of the `sk_lookup` program on the gateway's network namespace (picks the
+/// gateway's transparent listener for routed flows).
+pub const PROG_SK_LOOKUP: &str = "tollgate_sk_lookup";
 /// Program name of the TC egress program on database-facing interfaces (only the gateway's
 /// sockets pass to protected hosts).
 pub const PROG_TC_EGRESS: &str = "tollgate_tc_egress";
@@ -47,9 +57,9 @@ pub const PROG_CGROUP_EGRESS: &str = "tollgate_cgroup_egress";
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Routed SYNs to a protected target handed to the gateway's listener.
+    /// Routed SYNs to a protected target handed to the gateway's listener (by `sk_lookup`).
     RoutedSynSteered = 0,
-    /// Routed packets to a protected target delivered locally (to the gateway's sockets).
+    /// Routed packets to a protected target marked for local delivery (to the gateway's sockets).
     RoutedPacketsSteered = 1,
     /// Routed SYNs dropped because no gateway listener was there (fail-closed).
     RoutedNoGateway = 2,
@@ -171,8 +181,9 @@ pub struct GatewayConfig {
     pub padding: [u8; 2],
     /// Process id (tgid) of the gateway: its own connects are never redirected (no loops).
     pub gateway_tgid: u32,
-    /// The port of the gateway's transparent listener for routed flows, network byte order
-    /// bytes; zero when the gateway takes no routed flows (routed SYNs are then dropped).
+    /// The port of the gateway's transparent listeners for routed flows, network byte order
+    /// bytes; zero when the gateway takes no routed flows. Shown by `tollgate status` (the
+    /// listeners themselves are in the `LISTENERS` sockmap).
     pub routed_port: [u8; 2],
     /// Explicit padding, always zero.
     pub padding2: [u8; 2],

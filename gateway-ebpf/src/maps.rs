@@ -3,7 +3,7 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, SockMap},
 };
 use gateway_common::{
     Attribution, COUNTERS as COUNTER_SLOTS, Counter, FlowKey, GatewayConfig, HostKeyV4, HostKeyV6,
@@ -41,6 +41,11 @@ pub static HOSTS_V4: LpmTrie<HostKeyV4, HostValue> = LpmTrie::with_max_entries(M
 /// Protected IPv6 hosts, any port. Filled by userspace from the targets' addresses.
 #[map]
 pub static HOSTS_V6: LpmTrie<HostKeyV6, HostValue> = LpmTrie::with_max_entries(MAX_TARGETS, 0);
+
+/// The gateway's transparent listeners for routed flows: `LISTENER_V4` and `LISTENER_V6`.
+/// The gateway puts them in at start; the kernel removes a socket when it closes.
+#[map]
+pub static LISTENERS: SockMap = SockMap::with_max_entries(2, 0);
 
 /// The data path's counters, one slot per `gateway_common::Counter`, per CPU.
 #[map]

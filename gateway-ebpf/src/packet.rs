@@ -25,18 +25,12 @@ const ETH_P_IPV6: u16 = 0x86dd;
 pub const IPPROTO_TCP: u8 = 6;
 /// IPv6 next-header value of the fragment header.
 pub const IPPROTO_FRAGMENT: u8 = 44;
-/// TCP flag SYN.
-pub const TCP_SYN: u8 = 0x02;
-/// TCP flag ACK.
-pub const TCP_ACK: u8 = 0x10;
 
-/// An IP header's facts.
+/// An IP header's facts (what the decisions need: never the source, which a sender chooses).
 #[derive(Clone, Copy)]
 pub struct Ip {
     /// 4 or 6.
     pub version: u8,
-    /// Source address; IPv4 in the first four bytes.
-    pub src: [u8; 16],
     /// Destination address; IPv4 in the first four bytes.
     pub dst: [u8; 16],
     /// IPv4 protocol or IPv6 next header.
@@ -55,19 +49,13 @@ impl Ip {
     pub fn from_v4_header(h: &[u8; 20], base: usize) -> Self {
         let ihl = usize::from(h[0] & 0x0f) * 4;
         let frag = u16::from_be_bytes([h[6], h[7]]);
-        let mut src = [0u8; 16];
         let mut dst = [0u8; 16];
-        src[0] = h[12];
-        src[1] = h[13];
-        src[2] = h[14];
-        src[3] = h[15];
         dst[0] = h[16];
         dst[1] = h[17];
         dst[2] = h[18];
         dst[3] = h[19];
         Self {
             version: 4,
-            src,
             dst,
             protocol: h[9],
             // MF bit or a fragment offset.
@@ -80,17 +68,14 @@ impl Ip {
     /// The facts of an IPv6 header that starts `base` bytes into the packet.
     #[inline(always)]
     pub fn from_v6_header(h: &[u8; 40], base: usize) -> Self {
-        let mut src = [0u8; 16];
         let mut dst = [0u8; 16];
         let mut i = 0;
         while i < 16 {
-            src[i] = h[8 + i];
             dst[i] = h[24 + i];
             i += 1;
         }
         Self {
             version: 6,
-            src,
             dst,
             protocol: h[6],
             fragment: h[6] == IPPROTO_FRAGMENT,
@@ -99,28 +84,47 @@ impl Ip {
         }
     }
 
+    /// Only a destination: what `sk_lookup` knows of a flow, in the shape the lookups take.
+    #[inline(always)]
+    pub fn destination_v4(addr: [u8; 4]) -> Self {
+        let mut dst = [0u8; 16];
+        dst[0] = addr[0];
+        dst[1] = addr[1];
+        dst[2] = addr[2];
+        dst[3] = addr[3];
+        Self::destination(4, dst)
+    }
+
+    /// Only an IPv6 destination.
+    #[inline(always)]
+    pub fn destination_v6(addr: [u8; 16]) -> Self {
+        Self::destination(6, addr)
+    }
+
+    #[inline(always)]
+    fn destination(version: u8, dst: [u8; 16]) -> Self {
+        Self {
+            version,
+            dst,
+            protocol: IPPROTO_TCP,
+            fragment: false,
+            options: false,
+            l4_offset: 0,
+        }
+    }
+
     /// The IPv4 destination (first four bytes of `dst`).
     #[inline(always)]
     pub fn dst_v4(&self) -> [u8; 4] {
         [self.dst[0], self.dst[1], self.dst[2], self.dst[3]]
     }
-
-    /// The IPv4 source (first four bytes of `src`).
-    #[inline(always)]
-    pub fn src_v4(&self) -> [u8; 4] {
-        [self.src[0], self.src[1], self.src[2], self.src[3]]
-    }
 }
 
-/// A TCP header's ports (host byte order) and flags.
+/// What a TCP header tells the programs: its destination port (host byte order).
 #[derive(Clone, Copy)]
 pub struct Tcp {
-    /// Source port.
-    pub sport: u16,
     /// Destination port.
     pub dport: u16,
-    /// The flags byte.
-    pub flags: u8,
 }
 
 /// A packet as `[data, end)` addresses (XDP's `xdp_md` or TC's `__sk_buff` data pointers).
@@ -168,11 +172,9 @@ impl Packet {
     /// extension headers (the callers drop the rest when it is bound for a protected host).
     #[inline(always)]
     pub fn tcp(&self, ip: &Ip) -> Option<Tcp> {
-        let h = self.bytes::<14>(ip.l4_offset)?;
+        let h = self.bytes::<4>(ip.l4_offset)?;
         Some(Tcp {
-            sport: u16::from_be_bytes([h[0], h[1]]),
             dport: u16::from_be_bytes([h[2], h[3]]),
-            flags: h[13],
         })
     }
 }
@@ -199,6 +201,12 @@ pub fn host_v4(addr: [u8; 4]) -> Option<HostValue> {
 /// The protected target `dst`:`port` is, if any (IPv4 packets, or native IPv6 ones).
 #[inline(always)]
 pub fn protected_target(ip: &Ip, port: u16) -> Option<TargetValue> {
+    protected_target_at(ip, port)
+}
+
+/// The protected target an address (in `ip.dst`, of `ip.version`) and port are, if any.
+#[inline(always)]
+pub fn protected_target_at(ip: &Ip, port: u16) -> Option<TargetValue> {
     let p = port.to_be_bytes();
     if ip.version == 4 {
         let a = ip.dst;

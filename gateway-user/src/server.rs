@@ -215,6 +215,33 @@ fn transparent_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// Starts interception (when configured) and binds the transparent listeners for routed flows,
+/// registering them with the `sk_lookup` program. A failure undoes what was started.
+fn start_interception(
+    config: &Config,
+    bound: &[SocketAddr],
+) -> Result<(Option<Interceptor>, Vec<TcpListener>), ServeError> {
+    let mut interceptor = match config.interception.mode {
+        InterceptionMode::Cgroup => Some(Interceptor::start(config, bound)?),
+        InterceptionMode::Off => None,
+    };
+    let routed_listeners = bind_routed_listeners(config).and_then(|listeners| {
+        if let Some(interceptor) = interceptor.as_mut() {
+            interceptor.register_routed_listeners(&listeners)?;
+        }
+        Ok(listeners)
+    });
+    match routed_listeners {
+        Ok(listeners) => Ok((interceptor, listeners)),
+        Err(error) => {
+            if let Some(interceptor) = interceptor {
+                interceptor.stop();
+            }
+            Err(error)
+        }
+    }
+}
+
 /// Runs the gateway until `shutdown` is cancelled.
 pub async fn run(
     config: Config,
@@ -235,19 +262,7 @@ pub async fn run(
         .as_deref()
         .map(SigningKey::load)
         .transpose()?;
-    let interceptor = match config.interception.mode {
-        InterceptionMode::Cgroup => Some(Interceptor::start(&config, &bound)?),
-        InterceptionMode::Off => None,
-    };
-    let routed_listeners = match bind_routed_listeners(&config) {
-        Ok(listeners) => listeners,
-        Err(error) => {
-            if let Some(interceptor) = interceptor {
-                interceptor.stop();
-            }
-            return Err(error);
-        }
-    };
+    let (interceptor, routed_listeners) = start_interception(&config, &bound)?;
     let recorder = Recorder::start(&config.recording, signing_key);
     let (recorder, recorder_task) = match recorder {
         Ok(started) => started,

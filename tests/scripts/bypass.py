@@ -232,10 +232,46 @@ def tcp(args):
         sock.settimeout(max(0.1, deadline - time.monotonic()))
         data = sock.recv(256)
         detail["received"] = data[:64].decode("latin-1")
+        if args.quit_hold is not None and data:
+            # COM_QUIT, then keep the socket open: the server side closes first.
+            sock.sendall(b"\x01\x00\x00\x00\x01")
+            time.sleep(args.quit_hold)
         report(name, len(data) > 0, **detail)
     except OSError as error:
         detail["error"] = str(error)
         report(name, False, **detail)
+    finally:
+        sock.close()
+
+
+def mysql(args):
+    """A MySQL login and `SELECT 1` (PyMySQL) from a chosen source port; with --quit-hold, a
+    COM_QUIT after it and the socket kept open that long, so the server side closes first."""
+    import pymysql  # the tests' client; imported here so the other techniques need only stdlib
+
+    family = family_of(args.host)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    detail = {"host": args.host, "port": args.port, "source_port": args.bind_port}
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("::" if family == socket.AF_INET6 else "0.0.0.0", args.bind_port))
+        sock.connect((args.host, args.port))
+        conn = pymysql.connect(
+            host=args.host, user=args.user, password=args.password, defer_connect=True,
+            connect_timeout=TIMEOUT, read_timeout=TIMEOUT,
+        )
+        conn.connect(sock)
+        with conn.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            detail["result"] = cursor.fetchone()[0]
+        if args.quit_hold is not None:
+            sock.sendall(b"\x01\x00\x00\x00\x01")  # COM_QUIT, socket left open
+            time.sleep(args.quit_hold)
+        report("mysql", detail.get("result") == 1, **detail)
+    except Exception as error:  # noqa: BLE001 - any failure is "did not reach"
+        detail["error"] = str(error)
+        report("mysql", False, **detail)
     finally:
         sock.close()
 
@@ -480,9 +516,19 @@ def main():
 
     p = sub.add_parser("tcp")
     p.add_argument("--bind-port", type=int)
+    p.add_argument("--quit-hold", type=float, help="send COM_QUIT and wait this long to close")
     p.add_argument("host")
     p.add_argument("port", type=int)
     p.set_defaults(func=tcp)
+
+    p = sub.add_parser("mysql")
+    p.add_argument("--bind-port", type=int, required=True)
+    p.add_argument("--quit-hold", type=float)
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.add_argument("user")
+    p.add_argument("password")
+    p.set_defaults(func=mysql)
 
     p = sub.add_parser("udp")
     p.add_argument("host")

@@ -422,6 +422,9 @@ fn assert_counted(interception: &Interception<'_>) {
         "tollgate_connect6",
         "tollgate_sockops",
         "tollgate_tc_steer",
+        "tollgate_sk_lookup",
+        "tollgate_xdp_guard",
+        "tollgate_cgroup_egress",
         "tollgate_tc_egress",
     ] {
         assert!(
@@ -455,6 +458,30 @@ fn assert_counted(interception: &Interception<'_>) {
         assert!(counter(name) > 0, "{name} is 0: {status:#}");
     }
     assert_eq!(status["gateway"]["running"], true, "{status:#}");
+}
+
+/// A client that keeps its socket open after `COM_QUIT` makes the gateway close first: the
+/// flow's 4-tuple is then in TIME-WAIT on the bastion. A new connect from the same client port
+/// must still reach the gateway (the kernel's TIME-WAIT handling, then `sk_lookup`).
+fn assert_a_port_in_time_wait_connects_again(lab: &Lab) {
+    let port = "40111";
+    let login = ["mysql", "--bind-port", port];
+    let target = [DB_V4, "3306", "app", "app-pw"];
+    let hold = ["--quit-hold", "2"];
+    let first =
+        bypass(lab.client(), &[&login[..], &hold, &target].concat()).expect("first connection");
+    assert_eq!(first["reached"], true, "first connection: {first}");
+    let ss = command_in(Some(lab.bastion()), "ss")
+        .args(["-Htan", "state", "time-wait"])
+        .output()
+        .expect("ss");
+    let time_wait = String::from_utf8_lossy(&ss.stdout);
+    assert!(
+        time_wait.contains(&format!("{CLIENT_V4}:{port}")),
+        "the flow is not in TIME-WAIT on the bastion:\n{time_wait}"
+    );
+    let again = bypass(lab.client(), &[&login[..], &target].concat()).expect("second connection");
+    assert_eq!(again["reached"], true, "same source port again: {again}");
 }
 
 #[test]
@@ -524,6 +551,8 @@ fn routed_clients_reach_mariadb_only_through_the_gateway() {
         .unwrap_or_else(|| panic!("no IPv6 session recorded: {started:#?}"));
     let client_v6 = v6["client_addr"].as_str().unwrap_or_default();
     assert!(client_v6.starts_with("[fd00:198:18:1::2]:"), "{v6}");
+
+    assert_a_port_in_time_wait_connects_again(&lab);
 
     // The bypass suite: nothing reaches the database host but the gateway.
     assert_no_bypass(&lab, &scope, &other);

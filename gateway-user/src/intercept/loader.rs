@@ -17,17 +17,18 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, SockMap, lpm_trie::Key},
     programs::{
-        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SchedClassifier, SockOps,
-        TcAttachType, Xdp, links::FdLink, xdp::XdpMode,
+        CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SchedClassifier,
+        SkLookup, SockOps, TcAttachType, Xdp, links::FdLink, xdp::XdpMode,
     },
 };
 use gateway_common::{
-    GatewayConfig, HostKeyV4, HostKeyV6, HostValue, MAP_COUNTERS, MAP_FLOWS, MAP_GATEWAY,
-    MAP_HOSTS_V4, MAP_HOSTS_V6, MAP_PENDING, MAP_TARGETS_V4, MAP_TARGETS_V6, PROG_CGROUP_EGRESS,
-    PROG_CONNECT4, PROG_CONNECT6, PROG_SOCKOPS, PROG_TC_EGRESS, PROG_TC_STEER, PROG_XDP_GUARD,
-    TARGET_PORT_BITS, TargetKeyV4, TargetKeyV6, TargetValue,
+    GatewayConfig, HostKeyV4, HostKeyV6, HostValue, LISTENER_V4, LISTENER_V6, MAP_COUNTERS,
+    MAP_FLOWS, MAP_GATEWAY, MAP_HOSTS_V4, MAP_HOSTS_V6, MAP_LISTENERS, MAP_PENDING, MAP_TARGETS_V4,
+    MAP_TARGETS_V6, PROG_CGROUP_EGRESS, PROG_CONNECT4, PROG_CONNECT6, PROG_SK_LOOKUP, PROG_SOCKOPS,
+    PROG_TC_EGRESS, PROG_TC_STEER, PROG_XDP_GUARD, TARGET_PORT_BITS, TargetKeyV4, TargetKeyV6,
+    TargetValue,
 };
 use ipnet::IpNet;
 
@@ -38,8 +39,9 @@ use crate::config::{Config, InterceptionConfig, TargetConfig};
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tollgate"));
 
 /// Every map `tollgate up` pins (the file name in `pin_path` is the map's name).
-pub const PINNED_MAPS: [&str; 8] = [
+pub const PINNED_MAPS: [&str; 9] = [
     MAP_GATEWAY,
+    MAP_LISTENERS,
     MAP_TARGETS_V4,
     MAP_TARGETS_V6,
     MAP_HOSTS_V4,
@@ -90,6 +92,8 @@ pub struct Interceptor {
     /// This process's own attachment (nothing pinned): dropping it detaches everything.
     owned: Option<Owned>,
     flows: FlowTable,
+    /// The sockmap the `sk_lookup` program picks routed flows' listener from.
+    listeners: SockMap<MapData>,
     scope_path: PathBuf,
     logger: Option<tokio::task::JoinHandle<()>>,
 }
@@ -157,6 +161,7 @@ impl Interceptor {
                 let logger = start_log_forwarder(&mut attachment.ebpf);
                 Ok(Self {
                     flows: attachment.flows,
+                    listeners: attachment.listeners,
                     owned: Some(Owned {
                         ebpf: attachment.ebpf,
                         links: attachment.links,
@@ -185,10 +190,12 @@ impl Interceptor {
             .set(0, gateway, 0)
             .map_err(|e| map_error(MAP_GATEWAY, &e))?;
         let flows: HashMap<MapData, _, _> = pinned_map(pins, MAP_FLOWS)?;
+        let listeners: SockMap<MapData> = pinned_map(pins, MAP_LISTENERS)?;
         tracing::info!(pin_path = %pins.display(), "using the programs pinned by `tollgate up`");
         Ok(Self {
             owned: None,
             flows: FlowTable::new(flows),
+            listeners,
             scope_path: interception
                 .cgroup
                 .clone()
@@ -196,6 +203,25 @@ impl Interceptor {
                 .unwrap_or_default(),
             logger: None,
         })
+    }
+
+    /// Puts the transparent listeners for routed flows where the `sk_lookup` program finds
+    /// them. The kernel takes a listener out of the map when it closes.
+    pub fn register_routed_listeners(
+        &mut self,
+        listeners: &[tokio::net::TcpListener],
+    ) -> Result<(), InterceptError> {
+        for listener in listeners {
+            let slot = match listener.local_addr() {
+                Ok(addr) if addr.is_ipv4() => LISTENER_V4,
+                Ok(_) => LISTENER_V6,
+                Err(e) => return Err(map_error(MAP_LISTENERS, &e)),
+            };
+            self.listeners
+                .set(slot, listener, 0)
+                .map_err(|e| map_error(MAP_LISTENERS, &e))?;
+        }
+        Ok(())
     }
 
     /// The table of redirected flows, for sessions to claim their origin.
@@ -216,6 +242,7 @@ impl Interceptor {
         let Self {
             owned,
             flows,
+            listeners,
             logger,
             ..
         } = self;
@@ -223,6 +250,7 @@ impl Interceptor {
             logger.abort();
         }
         drop(flows);
+        drop(listeners);
         let Some(owned) = owned else {
             tracing::info!("programs stay attached (pinned by `tollgate up`)");
             return;
@@ -433,6 +461,7 @@ struct Attachment {
     /// Pin names of `links`, in order.
     names: Vec<String>,
     flows: FlowTable,
+    listeners: SockMap<MapData>,
 }
 
 impl Attachment {
@@ -461,17 +490,25 @@ impl Attachment {
             .take_map(MAP_FLOWS)
             .ok_or_else(|| map_error(MAP_FLOWS, &"not in the eBPF object"))?;
         let flows = FlowTable::new(HashMap::try_from(flows).map_err(|e| map_error(MAP_FLOWS, &e))?);
+        let listeners = ebpf
+            .take_map(MAP_LISTENERS)
+            .ok_or_else(|| map_error(MAP_LISTENERS, &"not in the eBPF object"))?;
+        let listeners = SockMap::try_from(listeners).map_err(|e| map_error(MAP_LISTENERS, &e))?;
         let mut attachment = Self {
             ebpf,
             links: Vec::new(),
             names: Vec::new(),
             flows,
+            listeners,
         };
         let interception = &config.interception;
         // Egress first, then ingress, then the cgroup programs: enforcement is in place before
         // anything is steered.
         for interface in &interception.egress.interfaces {
             attachment.attach_tc(PROG_TC_EGRESS, interface, TcAttachType::Egress)?;
+        }
+        if !interception.routed.interfaces.is_empty() {
+            attachment.attach_sk_lookup()?;
         }
         for interface in &interception.routed.interfaces {
             attachment.attach_xdp(interface)?;
@@ -501,6 +538,33 @@ impl Attachment {
             detail: e.to_string(),
         })?;
         self.push(link, format!("{name}_{interface}"));
+        Ok(())
+    }
+
+    /// `sk_lookup` on this process's network namespace (the bastion's).
+    fn attach_sk_lookup(&mut self) -> Result<(), InterceptError> {
+        let name = PROG_SK_LOOKUP;
+        let netns = File::open("/proc/self/ns/net").map_err(|e| InterceptError::Feature {
+            program: name,
+            feature: "network namespaces (/proc/self/ns/net)",
+            detail: e.to_string(),
+        })?;
+        let program: &mut SkLookup = program(&mut self.ebpf, name)?;
+        program
+            .load()
+            .map_err(|source| InterceptError::program(name, source))?;
+        let id = program
+            .attach(&netns)
+            .map_err(|e| InterceptError::Feature {
+                program: name,
+                feature: "sk_lookup programs (kernel 5.9 or later)",
+                detail: e.to_string(),
+            })?;
+        let link = program
+            .take_link(id)
+            .map_err(|source| InterceptError::program(name, source))?;
+        let link = fd_link(name, link)?;
+        self.push(link, name.to_owned());
         Ok(())
     }
 
