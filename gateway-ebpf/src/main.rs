@@ -7,8 +7,8 @@
 //! - [`sockops`]: on handshake completion, re-keys that record by the flow's 4-tuple so the
 //!   gateway can look it up for the socket it accepted.
 //! - [`xdp`]: on client-facing interfaces, drops early what must never reach a protected host.
-//! - [`steer`]: TC ingress on client-facing interfaces, hands routed flows to a protected
-//!   target to the gateway's transparent listener (`bpf_sk_assign`).
+//! - [`steer`]: TC ingress on client-facing interfaces marks routed flows to a protected target
+//!   for local delivery; `sk_lookup` hands their SYNs to the gateway's transparent listener.
 //! - [`egress`]: TC egress on database-facing interfaces and `cgroup_skb/egress` on the scope
 //!   cgroup: only the gateway's own sockets reach protected hosts.
 #![no_std]
