@@ -16,13 +16,12 @@ use gateway_common::Counter;
 
 use crate::{
     maps::{GATEWAY, count},
-    packet::{Ip, Packet, TC_NEXT, TC_SHOT, protected_host},
+    packet::{TC_NEXT, TC_SHOT, protected_host, skb_headers},
 };
 
 #[classifier]
 pub fn tollgate_tc_egress(ctx: TcContext) -> i32 {
-    let packet = Packet::new(ctx.data(), ctx.data_end());
-    match packet.ip() {
+    match skb_headers(ctx.skb.skb).map(|(ip, _)| ip) {
         Some(ip) if protected_host(&ip).is_some() => {
             // SAFETY: the context is this program's skb.
             if from_gateway(unsafe { bpf_skb_cgroup_id(ctx.skb.skb) }) {
@@ -44,18 +43,7 @@ const DROP: i32 = 0;
 #[cgroup_skb(egress)]
 pub fn tollgate_cgroup_egress(ctx: SkBuffContext) -> i32 {
     // cgroup_skb data starts at the network header.
-    // cgroup_skb data starts at the network header; read through bpf_skb_load_bytes.
-    let ip = match ctx.load::<[u8; 1]>(0).map(|b| b[0] >> 4) {
-        Ok(4) => ctx
-            .load::<[u8; 20]>(0)
-            .ok()
-            .map(|h| Ip::from_v4_header(&h, 0)),
-        Ok(6) => ctx
-            .load::<[u8; 40]>(0)
-            .ok()
-            .map(|h| Ip::from_v6_header(&h, 0)),
-        _ => None,
-    };
+    let ip = skb_headers(ctx.skb.skb).map(|(ip, _)| ip);
     match ip {
         Some(ip) if protected_host(&ip).is_some() => {
             // SAFETY: the context is this program's skb.

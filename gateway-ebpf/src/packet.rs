@@ -5,7 +5,11 @@
 //! option bits, and the TCP ports and flags. Every read is checked against the packet's end
 //! first, which is also what the verifier demands.
 
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::{
+    bindings::{__sk_buff, bpf_hdr_start_off::BPF_HDR_START_NET},
+    helpers::generated::bpf_skb_load_bytes_relative,
+    maps::lpm_trie::Key,
+};
 use gateway_common::{HostValue, TARGET_PORT_BITS, TargetValue, ipv4_unmapped};
 
 use crate::maps::{HOSTS_V4, HOSTS_V6, TARGETS_V4, TARGETS_V6};
@@ -125,6 +129,45 @@ impl Ip {
 pub struct Tcp {
     /// Destination port.
     pub dport: u16,
+}
+
+/// Reads `N` bytes at `offset` from the network header of a socket buffer (TC or `cgroup_skb`).
+/// Relative to the network header, whatever `data` points at (a link header, or none), and
+/// whether the bytes are in the linear part or in fragments.
+#[inline(always)]
+fn net_bytes<const N: usize>(skb: *mut __sk_buff, offset: u32) -> Option<[u8; N]> {
+    let mut buf = [0u8; N];
+    // SAFETY: `skb` is the program's context; `buf` is N writable bytes.
+    let rc = unsafe {
+        bpf_skb_load_bytes_relative(
+            skb.cast(),
+            offset,
+            buf.as_mut_ptr().cast(),
+            N as u32,
+            BPF_HDR_START_NET,
+        )
+    };
+    (rc == 0).then_some(buf)
+}
+
+/// The IP header (and, for plain TCP, the TCP destination port) of a socket buffer, read
+/// relative to its network header. `None`: not IPv4 or IPv6, or cut short.
+#[inline(always)]
+pub fn skb_headers(skb: *mut __sk_buff) -> Option<(Ip, Option<Tcp>)> {
+    let first = net_bytes::<1>(skb, 0)?[0];
+    let ip = match first >> 4 {
+        4 => Ip::from_v4_header(&net_bytes::<20>(skb, 0)?, 0),
+        6 => Ip::from_v6_header(&net_bytes::<40>(skb, 0)?, 0),
+        _ => return None,
+    };
+    let tcp = if ip.protocol == IPPROTO_TCP && !ip.fragment && !ip.options {
+        net_bytes::<4>(skb, ip.l4_offset as u32).map(|h| Tcp {
+            dport: u16::from_be_bytes([h[2], h[3]]),
+        })
+    } else {
+        None
+    };
+    Some((ip, tcp))
 }
 
 /// A packet as `[data, end)` addresses (XDP's `xdp_md` or TC's `__sk_buff` data pointers).

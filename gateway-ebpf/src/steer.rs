@@ -26,21 +26,17 @@ use gateway_common::{Counter, LISTENER_V4, LISTENER_V6, ipv6_octets};
 use crate::{
     maps::{GATEWAY, LISTENERS, count},
     packet::{
-        IPPROTO_TCP, Ip, Packet, TC_NEXT, TC_OK, TC_SHOT, protected_target, protected_target_at,
+        IPPROTO_TCP, Ip, TC_NEXT, TC_OK, TC_SHOT, protected_target, protected_target_at,
+        skb_headers,
     },
 };
 
 #[classifier]
 pub fn tollgate_tc_steer(ctx: TcContext) -> i32 {
-    let packet = Packet::new(ctx.data(), ctx.data_end());
-    let Some(ip) = packet.ip() else {
-        return TC_NEXT;
-    };
-    // XDP already dropped what is bound for a protected host and not plain TCP.
-    if ip.protocol != IPPROTO_TCP || ip.fragment || ip.options {
-        return TC_NEXT;
-    }
-    let Some(tcp) = packet.tcp(&ip) else {
+    // The network header, not `data`: what precedes it differs by path (generic XDP, for
+    // one, can leave no link header before `data`).
+    let Some((ip, Some(tcp))) = skb_headers(ctx.skb.skb) else {
+        // Not IP, or not plain TCP: XDP already dropped such packets bound for protected hosts.
         return TC_NEXT;
     };
     if protected_target(&ip, tcp.dport).is_none() {

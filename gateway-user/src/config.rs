@@ -356,6 +356,22 @@ pub struct RoutedConfig {
     /// that delivers them locally.
     #[serde(default = "default_mark")]
     pub mark: u32,
+    /// How the XDP guard attaches.
+    #[serde(default)]
+    pub xdp_mode: XdpAttachMode,
+}
+
+/// `interception.routed.xdp_mode`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum XdpAttachMode {
+    /// Native on a physical interface, generic on a virtual one (veth, bridge, ...).
+    #[default]
+    Auto,
+    /// In the driver (falls back to generic where the driver has no XDP).
+    Native,
+    /// In the network stack (every interface has it).
+    Generic,
 }
 
 impl Default for RoutedConfig {
@@ -364,6 +380,7 @@ impl Default for RoutedConfig {
             interfaces: Vec::new(),
             port: default_routed_port(),
             mark: default_mark(),
+            xdp_mode: XdpAttachMode::default(),
         }
     }
 }

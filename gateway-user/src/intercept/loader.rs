@@ -32,8 +32,10 @@ use gateway_common::{
 };
 use ipnet::IpNet;
 
-use super::{FlowTable, InterceptError, ManagedCgroup, cgroup, privilege, routes::PolicyRoutes};
-use crate::config::{Config, InterceptionConfig, TargetConfig};
+use super::{
+    FlowTable, InterceptError, ManagedCgroup, cgroup, privilege, routes, routes::PolicyRoutes,
+};
+use crate::config::{Config, InterceptionConfig, TargetConfig, XdpAttachMode};
 
 /// The eBPF object built by `build.rs` (empty when built with `AYA_BUILD_SKIP=1`).
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tollgate"));
@@ -511,7 +513,7 @@ impl Attachment {
             attachment.attach_sk_lookup()?;
         }
         for interface in &interception.routed.interfaces {
-            attachment.attach_xdp(interface)?;
+            attachment.attach_xdp(interface, interception.routed.xdp_mode)?;
             attachment.attach_tc(PROG_TC_STEER, interface, TcAttachType::Ingress)?;
         }
         attachment.attach_cgroup(scope.path())?;
@@ -568,12 +570,25 @@ impl Attachment {
         Ok(())
     }
 
-    fn attach_xdp(&mut self, interface: &str) -> Result<(), InterceptError> {
+    /// XDP on `interface`: in `mode`; `auto` is native on a physical interface and generic on a
+    /// virtual one (a veth: native XDP there copies every multi-segment packet, generic mode
+    /// does not).
+    fn attach_xdp(&mut self, interface: &str, mode: XdpAttachMode) -> Result<(), InterceptError> {
         let name = PROG_XDP_GUARD;
         let program: &mut Xdp = program(&mut self.ebpf, name)?;
         load_once(name, program.load(), program.fd().is_ok())?;
-        // Native mode where the driver has it, generic (skb) mode otherwise.
-        let id = match program.attach(interface, XdpMode::Default) {
+        // Failing the chosen mode, generic (skb) mode, which every interface has.
+        let generic = match mode {
+            XdpAttachMode::Native => false,
+            XdpAttachMode::Generic => true,
+            XdpAttachMode::Auto => routes::is_virtual(interface),
+        };
+        let first = if generic {
+            XdpMode::Skb
+        } else {
+            XdpMode::Default
+        };
+        let id = match program.attach(interface, first) {
             Ok(id) => id,
             Err(_) => program
                 .attach(interface, XdpMode::Skb)

@@ -4,7 +4,8 @@
 //! program assigned) instead of forwarding them. The same for IPv6. Installed by `tollgate up`
 //! (or by `tollgate serve` when it attaches by itself), removed by `tollgate down`.
 //!
-//! Written with `ip` (iproute2), which every host that routes has.
+//! Written with `ip` (iproute2), which every host that routes has; `ip` also tells a virtual
+//! interface from a physical one (the XDP mode depends on it).
 
 use std::process::Command;
 
@@ -81,4 +82,20 @@ fn ip(args: &[&str]) -> Result<(), RouteError> {
             String::from_utf8_lossy(&output.stderr).trim().to_owned(),
         ))
     }
+}
+
+/// True when `interface` (in this network namespace) is a virtual link (veth, bridge, vxlan,
+/// ...): `ip -d -j link` names a link kind for those and none for a physical NIC.
+#[must_use]
+pub fn is_virtual(interface: &str) -> bool {
+    let Ok(output) = Command::new("ip")
+        .args(["-d", "-j", "link", "show", "dev", interface])
+        .output()
+    else {
+        return false;
+    };
+    serde_json::from_slice::<serde_json::Value>(&output.stdout)
+        .ok()
+        .and_then(|links| links.get(0)?.get("linkinfo")?.get("info_kind").cloned())
+        .is_some()
 }
