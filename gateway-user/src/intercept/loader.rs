@@ -17,7 +17,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap, LpmTrie, Map, MapData, SockMap, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, SockMap, lpm_trie::Key},
     programs::{
         CgroupAttachMode, CgroupSkb, CgroupSkbAttachType, CgroupSockAddr, SchedClassifier,
         SkLookup, SockOps, TcAttachType, Xdp, links::FdLink, xdp::XdpMode,
@@ -161,6 +161,11 @@ impl Interceptor {
                     Some(routes)
                 };
                 let logger = start_log_forwarder(&mut attachment.ebpf);
+                if let Some(map) = attachment.ebpf.take_map(MAP_COUNTERS)
+                    && let Ok(counters) = PerCpuArray::try_from(map)
+                {
+                    super::counters::publish(counters);
+                }
                 Ok(Self {
                     flows: attachment.flows,
                     listeners: attachment.listeners,
@@ -193,6 +198,7 @@ impl Interceptor {
             .map_err(|e| map_error(MAP_GATEWAY, &e))?;
         let flows: HashMap<MapData, _, _> = pinned_map(pins, MAP_FLOWS)?;
         let listeners: SockMap<MapData> = pinned_map(pins, MAP_LISTENERS)?;
+        super::counters::publish(pinned_map(pins, MAP_COUNTERS)?);
         tracing::info!(pin_path = %pins.display(), "using the programs pinned by `tollgate up`");
         Ok(Self {
             owned: None,

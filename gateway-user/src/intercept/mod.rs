@@ -4,6 +4,7 @@
 
 pub mod attribution;
 pub mod cgroup;
+pub mod counters;
 mod loader;
 pub mod privilege;
 pub mod routes;

@@ -10,9 +10,9 @@ use std::{
 
 use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray};
 use gateway_common::{
-    Attribution, COUNTERS, Counter, FlowKey, GatewayConfig, HostKeyV4, HostKeyV6, HostValue,
-    MAP_COUNTERS, MAP_FLOWS, MAP_GATEWAY, MAP_HOSTS_V4, MAP_HOSTS_V6, MAP_TARGETS_V4,
-    MAP_TARGETS_V6, TARGET_PORT_BITS, TargetKeyV4, TargetKeyV6, TargetValue,
+    Attribution, FlowKey, GatewayConfig, HostKeyV4, HostKeyV6, HostValue, MAP_COUNTERS, MAP_FLOWS,
+    MAP_GATEWAY, MAP_HOSTS_V4, MAP_HOSTS_V6, MAP_TARGETS_V4, MAP_TARGETS_V6, TARGET_PORT_BITS,
+    TargetKeyV4, TargetKeyV6, TargetValue,
 };
 use serde::Serialize;
 
@@ -99,16 +99,7 @@ impl Status {
         let flows: HashMap<MapData, FlowKey, Attribution> = pinned_map(pins, MAP_FLOWS)?;
         status.unclaimed_flows = flows.keys().count();
         let counters: PerCpuArray<MapData, u64> = pinned_map(pins, MAP_COUNTERS)?;
-        for counter in Counter::ALL {
-            let index = counter as u32;
-            debug_assert!(index < COUNTERS);
-            let values = counters
-                .get(&index, 0)
-                .map_err(|e| map_error_of(MAP_COUNTERS, &e))?;
-            status
-                .counters
-                .push((counter.name().to_owned(), values.iter().sum()));
-        }
+        status.counters = super::counters::read(&counters)?;
         Ok(status)
     }
 

@@ -89,6 +89,7 @@ impl RecorderHealth {
             text.push_str(&value.to_string());
             text.push('\n');
         }
+        text.push_str(&crate::intercept::counters::prometheus());
         text
     }
 
