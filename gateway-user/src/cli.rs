@@ -177,12 +177,9 @@ pub struct DecideArgs {
 pub enum SessionsCommand {
     /// List recorded sessions, oldest first.
     List {
-        /// Configuration file (for recording.store).
-        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
-        config: PathBuf,
-        /// Read this store directory instead of the configured one.
-        #[arg(long)]
-        store: Option<PathBuf>,
+        /// The store read.
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print the raw events as JSON lines instead of a table.
         #[arg(long)]
         json: bool,
@@ -200,21 +197,12 @@ pub enum SessionsCommand {
     Show {
         /// Session id, or a unique prefix of it.
         id: String,
-        /// Configuration file (for recording.store).
-        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
-        config: PathBuf,
-        /// Read this store directory instead of the configured one.
-        #[arg(long)]
-        store: Option<PathBuf>,
         /// Print the raw events as JSON lines.
         #[arg(long)]
         json: bool,
-        /// Read the Kafka topic instead of the store.
+        /// Where the session is read.
         #[command(flatten)]
-        kafka: KafkaArgs,
-        /// With Kafka: read only the messages of this time range.
-        #[command(flatten)]
-        range: ScanRange,
+        source: SourceArgs,
     },
     /// Export one session: its events as stored (`json`, JSON lines) or a replayable SQL
     /// script (`sql`: the statements in order, each after a comment with its outcome).
@@ -224,18 +212,9 @@ pub enum SessionsCommand {
         /// Output format.
         #[arg(long, value_enum, default_value_t = ExportFormat::Json)]
         format: ExportFormat,
-        /// Configuration file (for recording.store).
-        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
-        config: PathBuf,
-        /// Read this store directory instead of the configured one.
-        #[arg(long)]
-        store: Option<PathBuf>,
-        /// Read the Kafka topic instead of the store.
+        /// Where the session is read.
         #[command(flatten)]
-        kafka: KafkaArgs,
-        /// With Kafka: read only the messages of this time range.
-        #[command(flatten)]
-        range: ScanRange,
+        source: SourceArgs,
     },
     /// Replay one session in the terminal: each statement and its outcome, at the recorded
     /// pacing divided by `--speed`.
@@ -248,18 +227,9 @@ pub enum SessionsCommand {
         /// Wait for Enter before each statement (end of input plays the rest).
         #[arg(long)]
         step: bool,
-        /// Configuration file (for recording.store).
-        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
-        config: PathBuf,
-        /// Read this store directory instead of the configured one.
-        #[arg(long)]
-        store: Option<PathBuf>,
-        /// Read the Kafka topic instead of the store.
+        /// Where the session is read.
         #[command(flatten)]
-        kafka: KafkaArgs,
-        /// With Kafka: read only the messages of this time range.
-        #[command(flatten)]
-        range: ScanRange,
+        source: SourceArgs,
     },
     /// Follow a live session as it is recorded, statement by statement, until it ends.
     Tail {
@@ -269,12 +239,9 @@ pub enum SessionsCommand {
         /// default, follow until the session ends.
         #[arg(long, value_parser = humantime::parse_duration)]
         idle: Option<std::time::Duration>,
-        /// Configuration file (for recording.store).
-        #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
-        config: PathBuf,
-        /// Read this store directory instead of the configured one.
-        #[arg(long)]
-        store: Option<PathBuf>,
+        /// The store read.
+        #[command(flatten)]
+        store: StoreArgs,
     },
     /// End a live session wherever it runs (every replica reads the Kafka control topic; the
     /// gateway on this host without Kafka), optionally locking its identity for a while.
@@ -332,6 +299,33 @@ pub enum SessionsCommand {
         #[arg(long)]
         public_key: Option<PathBuf>,
     },
+}
+
+/// `tollgate sessions ... --config|--store`: the recording store to read (the configured one,
+/// or a directory given).
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Configuration file (for recording.store and the Kafka settings).
+    #[arg(long, short, default_value = DEFAULT_CONFIG, conflicts_with = "store")]
+    pub config: PathBuf,
+    /// Read this store directory instead of the configured one.
+    #[arg(long)]
+    pub store: Option<PathBuf>,
+}
+
+/// `tollgate sessions show|export|replay`: where a session is read, the store or the Kafka
+/// topic (a time range of it).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SourceArgs {
+    /// The store, and the configuration.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Read the Kafka topic instead of the store.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// With Kafka: read only the messages of this time range.
+    #[command(flatten)]
+    pub range: ScanRange,
 }
 
 /// `tollgate sessions --kafka`: read the recording topic instead of the store.

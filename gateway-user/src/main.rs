@@ -6,7 +6,10 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tollgate::{
-    cli::{ApprovalsCommand, Cli, Command, ExportFormat, KafkaArgs, ScanRange, SessionsCommand},
+    cli::{
+        ApprovalsCommand, Cli, Command, ExportFormat, KafkaArgs, ScanRange, SessionsCommand,
+        SourceArgs, StoreArgs,
+    },
     config::Config,
     intercept::join_cgroup,
     recording::{SigningKey, Store, chain},
@@ -246,7 +249,6 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             public_key,
         } => verify_sessions(&config, store, public_key.as_deref(), id.as_deref()),
         SessionsCommand::List {
-            config,
             store,
             json,
             filter,
@@ -254,47 +256,30 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             kafka,
         } => {
             let filter = filter.resolve(time::OffsetDateTime::now_utc())?;
-            list_command(&config, store, json, &filter, index.as_deref(), &kafka)
+            list_command(&store, json, &filter, index.as_deref(), &kafka)
         }
-        SessionsCommand::Export {
-            id,
-            format,
-            config,
-            store,
-            kafka,
-            range,
-        } => {
-            let loaded = read_source(&config, store, &kafka, scan_range(&range)?)?;
-            export(loaded, &id, format)
+        SessionsCommand::Export { id, format, source } => {
+            export(read_source(&source)?, &id, format)
         }
         SessionsCommand::Replay {
             id,
             speed,
             step,
-            config,
-            store,
-            kafka,
-            range,
+            source,
         } => {
             anyhow::ensure!(
                 speed.is_finite() && speed >= 0.0,
                 "--speed {speed} is not a speed: give a factor such as 1, 2, 0.5, or 0 for no waiting"
             );
-            let (events, _) =
-                read_source(&config, store, &kafka, scan_range(&range)?)?.session(&id)?;
+            let (events, _) = read_source(&source)?.session(&id)?;
             let mut pacer = sessions::replay::TerminalPacer { step };
             sessions::replay::replay(&events, speed, &mut pacer, &mut std::io::stdout().lock())
                 .context("writing the replay")?;
             Ok(())
         }
-        SessionsCommand::Tail {
-            id,
-            idle,
-            config,
-            store,
-        } => {
+        SessionsCommand::Tail { id, idle, store } => {
             let ended = sessions::tail::follow(
-                &store_dir(&config, store)?,
+                &store_dir(&store.config, store.store)?,
                 &id,
                 idle,
                 &mut std::io::stdout().lock(),
@@ -306,16 +291,8 @@ fn sessions_command(command: SessionsCommand) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        SessionsCommand::Show {
-            id,
-            config,
-            store,
-            json,
-            kafka,
-            range,
-        } => {
-            let (events, _) =
-                read_source(&config, store, &kafka, scan_range(&range)?)?.session(&id)?;
+        SessionsCommand::Show { id, json, source } => {
+            let (events, _) = read_source(&source)?.session(&id)?;
             if json {
                 for event in &events {
                     println!("{}", serde_json::to_string(event)?);
@@ -347,8 +324,7 @@ fn export(loaded: sessions::Loaded, id: &str, format: ExportFormat) -> anyhow::R
 
 /// `tollgate sessions list`: from the index, the topic or the store.
 fn list_command(
-    config: &Path,
-    store: Option<std::path::PathBuf>,
+    at: &StoreArgs,
     json: bool,
     filter: &sessions::Filter,
     index: Option<&Path>,
@@ -356,7 +332,7 @@ fn list_command(
 ) -> anyhow::Result<()> {
     if let Some(index) = index {
         anyhow::ensure!(
-            !json && !kafka.wanted() && store.is_none(),
+            !json && !kafka.wanted() && at.store.is_none(),
             "--index answers from the index alone: leave out --json, --kafka and --store"
         );
         return list_indexed(index, filter);
@@ -366,15 +342,25 @@ fn list_command(
             since: filter.since,
             until: filter.until,
         };
-        let loaded = read_source(config, store, kafka, Some(range))?;
+        let loaded = load_source(&at.config, at.store.clone(), kafka, Some(range))?;
         return print_list(loaded, json, filter);
     }
-    list_sessions(&store_dir(config, store)?, json, filter)
+    list_sessions(&store_dir(&at.config, at.store.clone())?, json, filter)
 }
 
 /// The events of the store, or with `--kafka`/`--brokers` of the topic (`range` bounds what is
 /// read from it); `--stats` prints what was read from each partition.
-fn read_source(
+fn read_source(source: &SourceArgs) -> anyhow::Result<sessions::Loaded> {
+    load_source(
+        &source.store.config,
+        source.store.store.clone(),
+        &source.kafka,
+        scan_range(&source.range)?,
+    )
+}
+
+/// The events of the store, or of the topic when `kafka` names one.
+fn load_source(
     config: &Path,
     store: Option<std::path::PathBuf>,
     kafka: &KafkaArgs,
