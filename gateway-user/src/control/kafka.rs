@@ -89,16 +89,12 @@ pub fn topic(config: &KafkaConfig) -> String {
 
 /// librdkafka settings to reach the brokers of `config` (TLS, SASL as configured).
 pub(crate) fn client_config(config: &KafkaConfig) -> Result<ClientConfig, ControlTopicError> {
-    let mut client = ClientConfig::new();
-    client.set("reconnect.backoff.max.ms", "2000");
-    for (key, value) in &config.client {
-        client.set(key, value);
-    }
-    if let Some(password) = crate::recording::kafka::sasl_password(config)? {
-        client.set("sasl.password", password);
-    }
-    client.set("bootstrap.servers", &config.brokers);
-    Ok(client)
+    Ok(crate::recording::kafka::base_client(
+        &config.brokers,
+        &config.client,
+        crate::recording::kafka::sasl_password(config)?.as_deref(),
+        &[("reconnect.backoff.max.ms", "2000")],
+    ))
 }
 
 pub(crate) fn consumer(

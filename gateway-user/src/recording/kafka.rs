@@ -238,24 +238,44 @@ pub fn sasl_password(config: &KafkaConfig) -> Result<Option<String>, KafkaSinkEr
     )
 }
 
-/// The librdkafka settings: the operator's, then the ones delivery safety depends on.
-fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSinkError> {
+/// The librdkafka settings every Tollgate client starts from: `defaults` (which the operator
+/// may change), then the operator's `[recording.kafka.client]` settings, then the SASL password
+/// and the brokers. Each client then sets what its own correctness depends on.
+pub(crate) fn base_client(
+    brokers: &str,
+    operator: &BTreeMap<String, String>,
+    sasl_password: Option<&str>,
+    defaults: &[(&str, &str)],
+) -> ClientConfig {
     let mut client = ClientConfig::new();
-    // Defaults the operator may change: find a broker that is back within a couple of seconds,
-    // and keep what waits in librdkafka's memory small: the spool on disk holds the rest.
-    client
-        .set("reconnect.backoff.max.ms", "2000")
-        .set("queue.buffering.max.kbytes", "65536")
-        .set("client.id", "tollgate-gateway");
-    for (key, value) in &config.client {
+    for (key, value) in defaults {
+        client.set(*key, *value);
+    }
+    for (key, value) in operator {
         client.set(key, value);
     }
-    let password = sasl_password(config)?;
-    if let Some(password) = password {
+    if let Some(password) = sasl_password {
         client.set("sasl.password", password);
     }
+    client.set("bootstrap.servers", brokers);
     client
-        .set("bootstrap.servers", &config.brokers)
+}
+
+/// The librdkafka settings: the operator's, then the ones delivery safety depends on.
+fn client_config(config: &KafkaConfig) -> Result<ClientConfig, KafkaSinkError> {
+    // Defaults the operator may change: find a broker that is back within a couple of seconds,
+    // and keep what waits in librdkafka's memory small: the spool on disk holds the rest.
+    let mut client = base_client(
+        &config.brokers,
+        &config.client,
+        sasl_password(config)?.as_deref(),
+        &[
+            ("reconnect.backoff.max.ms", "2000"),
+            ("queue.buffering.max.kbytes", "65536"),
+            ("client.id", "tollgate-gateway"),
+        ],
+    );
+    client
         .set("enable.idempotence", "true")
         .set("acks", "all")
         // Never give up on an event: while the broker is away, the spool grows instead.

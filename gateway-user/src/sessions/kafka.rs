@@ -68,16 +68,13 @@ impl KafkaSource {
     /// librdkafka), then the ones a reader depends on.
     #[must_use]
     pub fn client_config(&self) -> ClientConfig {
-        let mut client = ClientConfig::new();
-        client.set("client.id", "tollgate-reader");
-        for (key, value) in &self.client {
-            client.set(key, value);
-        }
-        if let Some(password) = &self.sasl_password {
-            client.set("sasl.password", password);
-        }
+        let mut client = crate::recording::kafka::base_client(
+            &self.brokers,
+            &self.client,
+            self.sasl_password.as_deref(),
+            &[("client.id", "tollgate-reader")],
+        );
         client
-            .set("bootstrap.servers", &self.brokers)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("enable.partition.eof", "false")
