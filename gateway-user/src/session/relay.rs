@@ -657,14 +657,23 @@ impl<'r> Relay<'r> {
                 message.to_owned(),
             )));
         }
+        self.record_late_decisions().await;
         record.guard = self.guardrails_decide(kind, command);
-        let masking_refusal = self.masking_setup(kind, command, &mut record.outcome);
-        // A block, or a hold for approval that did not end in one.
+        if let Some(guard) = record.guard.as_ref().filter(|guard| guard.blocks()) {
+            return Ok(Some((
+                error_code::GUARDRAIL_BLOCKED,
+                *b"42000",
+                guard.message(),
+            )));
+        }
+        // Masking's refusal before any hold: an approver is never asked about a statement
+        // that would be refused anyway.
+        if let Some(message) = self.masking_setup(kind, command, &mut record.outcome) {
+            return Ok(Some((error_code::MASKING_REFUSED, *b"42000", message)));
+        }
+        // A hold for approval that did not end in one.
         if let Some(message) = self.hold_if_needed(command, record.guard.as_ref()).await? {
             return Ok(Some((error_code::GUARDRAIL_BLOCKED, *b"42000", message)));
-        }
-        if let Some(message) = masking_refusal {
-            return Ok(Some((error_code::MASKING_REFUSED, *b"42000", message)));
         }
         record.rate_limit = self.rate_admit(kind).await;
         Ok(record
@@ -690,10 +699,10 @@ impl<'r> Relay<'r> {
                 self.server.reset_sequence();
                 let _ = self.server.write_packet(&command).await;
                 let _ = self.server.flush().await;
-                // Let the client close first, so the TIME-WAIT state stays on its side: on a
-                // bastion, a steered flow's 4-tuple left in TIME-WAIT here would make the
-                // client's next connect from the same port hang. Bounded: a client that keeps
-                // the socket open is closed after QUIT_LINGER.
+                // Let the client close first, so the TIME-WAIT state stays on its side: under
+                // connection churn a bastion would otherwise hold thousands of steered flows
+                // in TIME-WAIT. Bounded: a client that keeps the socket open is closed after
+                // QUIT_LINGER.
                 let _ = tokio::time::timeout(QUIT_LINGER, self.next_command()).await;
                 return Ok(());
             }

@@ -70,8 +70,7 @@ fn time_text(at: OffsetDateTime) -> String {
 }
 
 impl Relay<'_> {
-    /// Before a command runs: records decisions that came after their wait ran out, then
-    /// answers for the guardrails: a block's error, or, for a command a guardrail holds, waits
+    /// For a command a guardrail holds (blocks are answered before, in `gateway_checks`): waits
     /// for its approval. `None`: the command may run; otherwise the error the client gets
     /// instead. Nothing is held while the recording refuses statements (they are refused
     /// anyway, and the request could not be recorded).
@@ -80,13 +79,9 @@ impl Relay<'_> {
         command: &[u8],
         guard: Option<&GuardDecision>,
     ) -> Result<Option<String>, RelayError> {
-        self.record_late_decisions().await;
         let Some(guard) = guard else {
             return Ok(None);
         };
-        if guard.blocks() {
-            return Ok(Some(guard.message()));
-        }
         if !guard.needs_approval() || self.recorder.refusal().is_some() {
             return Ok(None);
         }
@@ -249,7 +244,7 @@ impl Relay<'_> {
     }
 
     /// Records the decisions that came for this session's requests after their wait.
-    async fn record_late_decisions(&mut self) {
+    pub(in crate::session) async fn record_late_decisions(&mut self) {
         if self.approval.late.is_empty() {
             return;
         }
