@@ -3,6 +3,7 @@
 # the Vagrant VM (docs/lab.md).
 #
 #   client  tgl-TAG-c   eth0 198.18.1.2/24  fd00:198:18:1::2/64   default via the bastion
+#                                          (and ::ffff:0:0/96 via the bastion)
 #   bastion tgl-TAG-b   tgc  198.18.1.1/24  fd00:198:18:1::1/64   (client-facing)
 #                       tgd  198.18.2.1/24  fd00:198:18:2::1/64   (database-facing); forwards
 #   db      tgl-TAG-d   eth0 198.18.2.2/24  fd00:198:18:2::2/64   default via the bastion
@@ -90,6 +91,9 @@ up() {
   ip -n "$D" link set eth0 up
   ip -n "$C" route add default via 198.18.1.1
   ip -n "$C" -6 route add default via fd00:198:18:1::1
+  # IPv4-mapped destinations (::ffff:0:0/96) go to the bastion too, for a hand-made IPv6
+  # packet that keeps that form on the wire (a socket would send IPv4).
+  ip -n "$C" -6 route add ::ffff:0:0/96 via fd00:198:18:1::1
   ip -n "$D" route add default via 198.18.2.1
   ip -n "$D" -6 route add default via fd00:198:18:2::1
   trap - ERR

@@ -25,6 +25,12 @@ way; each finishes within about 3 s):
   frag [--src SRC] HOST PORT        the same SYN in two fragments (IPv4 fragments, or an IPv6
                                     fragment header); reached = a SYN-ACK came back
   icmp HOST                         an echo request; reached = the echo reply came back
+  mapped-syn [--src SRC] HOST PORT  a hand-made IPv6 SYN (IPPROTO_RAW) whose destination on the
+                                    wire stays the IPv4-mapped HOST (::ffff:a.b.c.d), routed by
+                                    this host's IPv6 table (the lab's client routes
+                                    ::ffff:0:0/96 via the bastion); reached = a SYN-ACK came
+                                    back; detail.icmp_error: an ICMPv6 error about it (from a
+                                    router that would not forward it), or null
 """
 
 import argparse
@@ -36,6 +42,7 @@ import select
 import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 import time
@@ -459,6 +466,78 @@ def frag(args):
     syn_technique("frag", args, fragment=True)
 
 
+def icmp6_error_about(data, sport, dport):
+    """(type, code) of an ICMPv6 error (as read from a raw ICMPv6 socket) quoting our TCP
+    segment from `sport` to `dport`, or None."""
+    if len(data) < 8 + 40 + 4 or data[0] >= 128:  # 0-127: error messages
+        return None
+    inner = parse_ip(data[8:])
+    if inner and (inner.get("sport"), inner.get("dport")) == (sport, dport):
+        return data[0], data[1]
+    return None
+
+
+def mapped_syn(args):
+    """A SYN on the wire to the IPv4-mapped form of a host: an IPv6 socket to such an address
+    would send IPv4, so the packet is made by hand (the IPv6 header included)."""
+    dst = args.host
+    if ":" not in dst or ipaddress.ip_address(dst).ipv4_mapped is None:
+        report("mapped-syn", False, host=dst, error="not an IPv4-mapped address")
+        return
+    try:
+        src = args.src or local_address_v6(dst)
+    except (OSError, subprocess.CalledProcessError, ValueError, IndexError) as failure:
+        report("mapped-syn", False, host=dst, error=f"no IPv6 route/source for {dst}: {failure}")
+        return
+    sport = random.randint(40000, 60999)
+    seq = random.getrandbits(32)
+    segment = tcp_syn(src, dst, sport, args.port, seq)
+    packet = ipv6_header(src, dst, len(segment), socket.IPPROTO_TCP) + segment
+    detail = {"host": dst, "port": args.port, "src": src, "sport": sport, "sent": False}
+    reached, error = False, None
+    try:
+        listener = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_TCP)
+        errors = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+        try:
+            listener.setblocking(False)
+            errors.setblocking(False)
+            send_raw(dst, [packet])
+            detail["sent"] = True
+            deadline = time.monotonic() + TIMEOUT
+            while not reached and (left := deadline - time.monotonic()) > 0:
+                readable, _, _ = select.select([listener, errors], [], [], left)
+                if not readable:
+                    break
+                if listener in readable:
+                    data, peer = listener.recvfrom(65535)  # IPv6: no IP header
+                    reached = (
+                        ipaddress.ip_address(peer[0]) == ipaddress.ip_address(dst)
+                        and len(data) >= 14
+                        and struct.unpack("!HH", data[:4]) == (args.port, sport)
+                        and data[13] & 0x12 == 0x12
+                    )
+                if errors in readable:
+                    data, peer = errors.recvfrom(65535)
+                    if error is None and (kind := icmp6_error_about(data, sport, args.port)):
+                        error = {"from": peer[0], "type": kind[0], "code": kind[1]}
+        finally:
+            listener.close()
+            errors.close()
+    except OSError as failure:
+        detail["error"] = str(failure)
+    detail["icmp_error"] = error
+    report("mapped-syn", reached, **detail)
+
+
+def local_address_v6(dst):
+    """The IPv6 source address this host's routing table picks for `dst` (`ip -6 route get`:
+    a socket would route an IPv4-mapped address as IPv4)."""
+    out = subprocess.run(
+        ["ip", "-6", "route", "get", dst], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return out[out.index("src") + 1]
+
+
 def icmp(args):
     dst = args.host
     family = family_of(dst)
@@ -541,6 +620,12 @@ def main():
         p.add_argument("host")
         p.add_argument("port", type=int)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("mapped-syn")
+    p.add_argument("--src")
+    p.add_argument("host")
+    p.add_argument("port", type=int)
+    p.set_defaults(func=mapped_syn)
 
     p = sub.add_parser("icmp")
     p.add_argument("host")

@@ -4,8 +4,9 @@
 //! on drop, also when an assertion fails.
 //!
 //! Two phases: without Tollgate every technique must reach the database host (which proves the
-//! tools and the sniffer see a reach); with Tollgate on the bastion every one must fail, and the
-//! database host must see nothing but the gateway.
+//! tools and the sniffer see a reach; an IPv4-mapped destination on the wire, which the bastion
+//! never forwards, must get its "no route" answer instead); with Tollgate on the bastion every
+//! one must fail, and the database host must see nothing but the gateway.
 
 use std::{
     fs,
@@ -17,8 +18,8 @@ use serde_json::Value;
 use tollgate_tests::{
     Gateway, MariaDb, Netns, cgroup2_root, command_in,
     lab::{
-        BASTION_DB_V4, BASTION_DB_V6, Background, CLIENT_V4, CLIENT_V6, CgroupDir, DB_V4, DB_V6,
-        Host, Lab, Sniffer, bypass, bypass_in_cgroup,
+        BASTION_CLIENT_V6, BASTION_DB_V4, BASTION_DB_V6, Background, CLIENT_V4, CLIENT_V6,
+        CgroupDir, DB_V4, DB_V6, Host, Lab, Sniffer, bypass, bypass_in_cgroup,
     },
     require_root, run_capture, store_text, tollgate_bin,
 };
@@ -108,6 +109,10 @@ struct Technique {
     /// The spoofed source address, when the technique uses one: no answer can come back, so
     /// only the sniffer tells whether it reached the database host.
     spoofed: Option<&'static str>,
+    /// The bastion has no route for the destination (an IPv4-mapped address on the wire): it
+    /// reaches nothing even without Tollgate. Without Tollgate the bastion's "no route" (ICMP)
+    /// shows the packet got there; with Tollgate no such answer may come (XDP drops it first).
+    unroutable: bool,
 }
 
 impl Technique {
@@ -121,6 +126,14 @@ impl Technique {
                 .windows(2)
                 .find(|pair| pair[0] == "--src")
                 .and_then(|pair| SPOOFED.into_iter().find(|s| *s == pair[1])),
+            unroutable: false,
+        }
+    }
+
+    fn unroutable(self) -> Self {
+        Self {
+            unroutable: true,
+            ..self
         }
     }
 
@@ -142,7 +155,7 @@ impl Technique {
     }
 }
 
-/// The suite from the client host: ten techniques and their IPv6 twins, to `port` (3306
+/// The suite from the client host: eleven techniques and their IPv6 twins, to `port` (3306
 /// without the gateway, where MariaDB answers; [`OTHER_PORT`] with it, where 3306 is the
 /// gateway's to answer and any SYN-ACK would be its own).
 fn client_techniques(port: &str) -> Vec<Technique> {
@@ -196,6 +209,12 @@ fn client_techniques(port: &str) -> Vec<Technique> {
         ),
         Technique::new("IPv4 fragments", Client, &["frag", DB_V4, p]),
         Technique::new("IPv6 fragment header", Client, &["frag", DB_V6, p]),
+        Technique::new(
+            "IPv4-mapped destination on the wire",
+            Client,
+            &["mapped-syn", "::ffff:198.18.2.2", p],
+        )
+        .unroutable(),
     ]);
     techniques
 }
@@ -276,6 +295,14 @@ fn lab_routes_and_bypass_tools_work_without_tollgate() {
     let results: Vec<(&Technique, Value)> = techniques.iter().map(|t| (t, t.run(&lab))).collect();
     let packets = sniffer.finish().expect("the capture");
     for (technique, result) in &results {
+        if technique.unroutable {
+            assert_eq!(
+                result["detail"]["icmp_error"]["from"], BASTION_CLIENT_V6,
+                "{}: the bastion did not answer \"no route\": {result}",
+                technique.name
+            );
+            continue;
+        }
         match technique.spoofed {
             // No answer can come back to a spoofed source: the capture shows it arrived.
             Some(src) => assert!(
@@ -375,6 +402,18 @@ fn assert_no_bypass(lab: &Lab, scope: &Path, other: &Path) {
             "{} reached the db host: {result}",
             technique.name
         );
+        if technique.unroutable {
+            assert_eq!(
+                result["detail"]["sent"], true,
+                "{} was not sent: {result}",
+                technique.name
+            );
+            assert!(
+                result["detail"]["icmp_error"].is_null(),
+                "{}: the bastion's stack saw it (XDP did not drop it): {result}",
+                technique.name
+            );
+        }
         // A hand-made packet from the bastion carries the gateway's own address: its source
         // port tells it apart.
         if technique.host == Host::Bastion
@@ -433,8 +472,7 @@ fn assert_counted(interception: &Interception<'_>) {
         );
     }
 
-    // Every drop was counted by the program that made it. (A client's IPv4-mapped connect
-    // leaves its host as IPv4: the mapped-destination counter stays at 0 here.)
+    // Every drop was counted by the program that made it.
     let json = interception.tollgate_args(&["status", "--json"]);
     assert_success("tollgate status --json", &json);
     let status: Value = serde_json::from_slice(&json.stdout).expect("status JSON");
@@ -451,6 +489,7 @@ fn assert_counted(interception: &Interception<'_>) {
         "xdp_dropped_not_tcp",
         "xdp_dropped_other_port",
         "xdp_dropped_fragment",
+        "xdp_dropped_ipv4_mapped",
         "egress_dropped_not_gateway",
         "cgroup_egress_dropped_not_gateway",
         "egress_passed_gateway",

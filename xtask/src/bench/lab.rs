@@ -2,13 +2,17 @@
 //! against a plain routed path, in the same run, in the three-host lab of `tests/lab/lab.sh`
 //! (docs/lab.md, "Benchmark"). Needs root; skipped with a message otherwise.
 //!
-//! Rounds alternate the two sides so both see the same machine: the plain side (the bastion
-//! only routes), then `tollgate up` + `tollgate serve` in the bastion (the eBPF side), then
-//! `tollgate serve` stopped and `tollgate down`. Best of [`ROUNDS`] per quantity.
+//! Rounds alternate the sides so all see the same machine: the plain side (the bastion only
+//! routes), the relay side (haproxy in TCP mode in the bastion, Tollgate still down), then
+//! `tollgate up` + `tollgate serve` in the bastion (the eBPF side), then `tollgate serve`
+//! stopped and `tollgate down`. Best of [`ROUNDS`] per quantity.
 //!
 //! - MySQL to 198.18.2.2:3306 (MariaDB on the db host): sequential connections (greeting and
 //!   `COM_QUIT`; and with a login), and `SELECT 1` round trips over one connection. On the
-//!   eBPF side the connect is steered into the gateway, which relays it.
+//!   eBPF side the connect is steered into the gateway, which relays it. The relay side (an L4
+//!   proxy on the bastion: what any proxy costs, the floor the gateway is judged against)
+//!   connects to haproxy on the bastion's client-facing 198.18.1.1:3306 instead, which
+//!   forwards to 198.18.2.2:3306.
 //! - Not ours: an echo/sink server on 198.18.2.3, an address added to the db host for the
 //!   bench only, so unprotected. Its packets still cross the bastion's client-facing interface
 //!   (XDP and TC ingress) and database-facing one (TC egress): 64-byte round trips over one
@@ -42,6 +46,8 @@ const DB: &str = "198.18.2.2";
 const OTHER: &str = "198.18.2.3";
 const ECHO_PORT: &str = "7000";
 const CLIENT: &str = "198.18.1.2";
+/// The bastion's client-facing address: haproxy listens there on the relay side.
+const RELAY: &str = "198.18.1.1";
 /// The bastion's address on the database network: what MariaDB sees through the gateway.
 const BASTION_DB: &str = "198.18.2.1";
 const ROUNDS: usize = 3;
@@ -57,8 +63,20 @@ const STREAM_SECONDS: &str = "1";
 /// then goes nowhere, neither after `tollgate down` (the bastion's early demux attaches it to
 /// that socket and forwarding drops it) nor with the gateway up (the steered SYN's new
 /// connection collides with it). Random ephemeral ports hit such a tuple within a few
-/// thousand connections; fresh ones never do.
+/// thousand connections; fresh ones never do. The relay side reuses the plain side's block of
+/// its round: its connections go to another address (the relay's), so no four-tuple repeats.
 const SPORT_BASE: u32 = 10_000;
+
+/// Which path a run measures.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    /// The bastion only routes.
+    Plain,
+    /// haproxy (TCP mode) on the bastion; only the MySQL quantities.
+    Relay,
+    /// Tollgate up: the connect is steered into the gateway.
+    Ebpf,
+}
 
 /// One quantity, best of the rounds on each side.
 struct Pair {
@@ -66,6 +84,8 @@ struct Pair {
     unit: &'static str,
     what: &'static str,
     plain: Sample,
+    /// `None` for the quantities the relay does not carry (the unprotected ones).
+    relay: Option<Sample>,
     ebpf: Sample,
 }
 
@@ -119,33 +139,48 @@ pub fn run(root: &Path) -> anyhow::Result<Vec<String>> {
             "lab_connect_greeting",
             "connections/s",
             "TCP connect + greeting + COM_QUIT",
+            true,
         ),
         pair(
             "lab_connect_login",
             "connections/s",
             "TCP connect + greeting + login + COM_QUIT",
+            true,
         ),
         pair(
             "lab_select1_pingpong",
             "queries/s",
             "SELECT 1 round trips, one connection",
+            true,
         ),
         pair(
             "lab_unprotected_pingpong",
             "round trips/s",
             "64-byte echo round trips to 198.18.2.3",
+            false,
         ),
-        pair("lab_unprotected_stream", "MB/s", "bulk send to 198.18.2.3"),
+        pair(
+            "lab_unprotected_stream",
+            "MB/s",
+            "bulk send to 198.18.2.3",
+            false,
+        ),
     ];
     let mut sport = SPORT_BASE;
     for round in 1..=ROUNDS {
         println!("    round {round}/{ROUNDS}: plain routed path");
-        lab.check_seen_as(CLIENT)?;
-        measure(&lab, &client, &mut pairs, false, &mut sport)?;
+        lab.check_seen_as(DB, CLIENT)?;
+        let mut relay_sport = sport;
+        measure(&lab, &client, &mut pairs, Side::Plain, &mut sport)?;
+        println!("    round {round}/{ROUNDS}: haproxy (TCP mode) on the bastion");
+        let relay = lab.relay_up()?;
+        lab.check_seen_as(RELAY, BASTION_DB)?;
+        measure(&lab, &client, &mut pairs, Side::Relay, &mut relay_sport)?;
+        drop(relay);
         println!("    round {round}/{ROUNDS}: tollgate up + serve");
         let gateway = lab.tollgate_up()?;
-        lab.check_seen_as(BASTION_DB)?;
-        measure(&lab, &client, &mut pairs, true, &mut sport)?;
+        lab.check_seen_as(DB, BASTION_DB)?;
+        measure(&lab, &client, &mut pairs, Side::Ebpf, &mut sport)?;
         drop(gateway);
         println!(
             "    bastion sockets in TIME-WAIT after tollgate down: {}",
@@ -157,25 +192,27 @@ pub fn run(root: &Path) -> anyhow::Result<Vec<String>> {
     Ok(pairs.iter().map(to_json).collect())
 }
 
-fn pair(name: &'static str, unit: &'static str, what: &'static str) -> Pair {
+fn pair(name: &'static str, unit: &'static str, what: &'static str, relayed: bool) -> Pair {
     Pair {
         name,
         unit,
         what,
         plain: Sample::NONE,
+        relay: relayed.then_some(Sample::NONE),
         ebpf: Sample::NONE,
     }
 }
 
-/// One run of every client on one side, folded into the best so far; `sport` is the next
-/// free source port (see [`SPORT_BASE`]).
+/// One run of every client on one side (the relay side: the MySQL ones, to haproxy), folded
+/// into the best so far; `sport` is the next free source port (see [`SPORT_BASE`]).
 fn measure(
     lab: &Lab,
     client: &str,
     pairs: &mut [Pair; 5],
-    ebpf: bool,
+    side: Side,
     sport: &mut u32,
 ) -> anyhow::Result<()> {
+    let db = if side == Side::Relay { RELAY } else { DB };
     let connections = CONNECTIONS.to_string();
     let logins = LOGINS.to_string();
     let queries = QUERIES.to_string();
@@ -184,24 +221,26 @@ fn measure(
     *sport += CONNECTIONS + LOGINS + 1;
     let ports = ports.map(|p| p.to_string());
     let runs: [&[&str]; 5] = [
-        &["connect", DB, "3306", &connections, "--sport", &ports[0]],
+        &["connect", db, "3306", &connections, "--sport", &ports[0]],
         &[
-            "connect", DB, "3306", &logins, "app", "app-pw", "--sport", &ports[1],
+            "connect", db, "3306", &logins, "app", "app-pw", "--sport", &ports[1],
         ],
         &[
-            "query", DB, "3306", &queries, "app", "app-pw", "--sport", &ports[2],
+            "query", db, "3306", &queries, "app", "app-pw", "--sport", &ports[2],
         ],
         &["pingpong", OTHER, ECHO_PORT, &round_trips, "64"],
         &["stream", OTHER, ECHO_PORT, STREAM_SECONDS],
     ];
     for (pair, args) in pairs.iter_mut().zip(runs) {
-        let sample = lab.client_run(client, args)?;
-        let side = if ebpf {
-            &mut pair.ebpf
-        } else {
-            &mut pair.plain
+        let best = match side {
+            Side::Plain => &mut pair.plain,
+            Side::Ebpf => &mut pair.ebpf,
+            Side::Relay => match &mut pair.relay {
+                Some(relay) => relay,
+                None => continue,
+            },
         };
-        *side = side.best(sample);
+        *best = best.best(lab.client_run(client, args)?);
     }
     Ok(())
 }
@@ -372,9 +411,10 @@ impl Lab {
         })
     }
 
-    /// Fails unless MariaDB sees the client's connection come from `expected` (the client
-    /// itself on the plain path, the bastion through the gateway).
-    fn check_seen_as(&self, expected: &str) -> anyhow::Result<()> {
+    /// Fails unless MariaDB, reached at `host`, sees the client's connection come from
+    /// `expected` (the client itself on the plain path, the bastion through the relay or the
+    /// gateway).
+    fn check_seen_as(&self, host: &str, expected: &str) -> anyhow::Result<()> {
         let output = self
             .exec(
                 "client",
@@ -382,7 +422,7 @@ impl Lab {
                 &[
                     "--no-defaults",
                     "-h",
-                    DB,
+                    host,
                     "-u",
                     "app",
                     "-papp-pw",
@@ -406,6 +446,48 @@ impl Lab {
             );
         }
         Ok(())
+    }
+
+    /// haproxy in TCP mode in the bastion, [`RELAY`]:3306 to [`DB`]:3306 (the bench's haproxy
+    /// configuration, `start_haproxy`), once it listens; killed when the guard drops.
+    fn relay_up(&self) -> anyhow::Result<ChildGuard> {
+        let config = self.work.join("haproxy.cfg");
+        fs::write(
+            &config,
+            format!(
+                "global\n  maxconn 4096\ndefaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n\
+                 frontend mysql\n  bind {RELAY}:3306\n  default_backend db\n\
+                 backend db\n  server db {DB}:3306\n"
+            ),
+        )?;
+        let log = fs::File::create(self.work.join("haproxy.log"))?;
+        let config = config.to_string_lossy().into_owned();
+        // `lab.sh exec` execs nsenter, which execs haproxy: the child is haproxy itself.
+        let mut relay = ChildGuard(
+            self.exec("bastion", "haproxy", &["-f", &config, "-db"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .context("starting haproxy")?,
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listening = self
+                .exec("bastion", "ss", &["-Hltn", &format!("src {RELAY}:3306")])
+                .stdin(Stdio::null())
+                .output()?;
+            if !String::from_utf8_lossy(&listening.stdout).trim().is_empty() {
+                return Ok(relay);
+            }
+            if relay.0.try_wait()?.is_some() || Instant::now() > deadline {
+                bail!(
+                    "haproxy did not start listening on {RELAY}:3306; see {}",
+                    self.work.join("haproxy.log").display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     /// `tollgate up`, then `tollgate serve` in the bastion until it logs "tollgate ready";
@@ -522,27 +604,50 @@ fn number(json: &str, key: &str) -> Option<f64> {
 
 fn render(pairs: &[Pair], elapsed: Duration) -> String {
     let mut out = format!(
-        "\n==> lab: eBPF path vs plain routed path (best of {ROUNDS}, alternating; {:.0} s; \
-         ratio: eBPF / plain, below 1.0 means the eBPF path is slower)\n",
+        "\n==> lab: eBPF path vs plain routed path and an L4 relay (haproxy, TCP mode, on the \
+         bastion) (best of {ROUNDS}, alternating; {:.0} s; ratios: eBPF / plain and eBPF / relay, \
+         below 1.0 means the eBPF path is slower)\n",
         elapsed.as_secs_f64()
     );
     let _ = writeln!(
         out,
-        "{:<26} {:>11} {:>11} {:>14} {:>7}  {:>17} {:>17}",
-        "benchmark", "plain", "eBPF", "unit", "ratio", "p50 us plain/eBPF", "p99 us plain/eBPF"
+        "{:<26} {:>10} {:>10} {:>10} {:>14} {:>10} {:>10}  {:>23} {:>23}",
+        "benchmark",
+        "plain",
+        "relay",
+        "eBPF",
+        "unit",
+        "eBPF/plain",
+        "eBPF/relay",
+        "p50 us plain/relay/eBPF",
+        "p99 us plain/relay/eBPF"
     );
     let us = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
+    let relay_us = |p: &Pair, pick: fn(&Sample) -> Option<f64>| us(p.relay.as_ref().and_then(pick));
     for p in pairs {
         let _ = writeln!(
             out,
-            "{:<26} {:>11.1} {:>11.1} {:>14} {:>7.3}  {:>17} {:>17}",
+            "{:<26} {:>10.1} {:>10} {:>10.1} {:>14} {:>10.3} {:>10}  {:>23} {:>23}",
             p.name,
             p.plain.rate,
+            p.relay
+                .map_or_else(|| "-".to_owned(), |r| format!("{:.1}", r.rate)),
             p.ebpf.rate,
             p.unit,
             p.ebpf.rate / p.plain.rate,
-            format!("{}/{}", us(p.plain.p50_us), us(p.ebpf.p50_us)),
-            format!("{}/{}", us(p.plain.p99_us), us(p.ebpf.p99_us)),
+            ratio_ebpf_relay(p).map_or_else(|| "-".to_owned(), |r| format!("{r:.3}")),
+            format!(
+                "{}/{}/{}",
+                us(p.plain.p50_us),
+                relay_us(p, |s| s.p50_us),
+                us(p.ebpf.p50_us)
+            ),
+            format!(
+                "{}/{}/{}",
+                us(p.plain.p99_us),
+                relay_us(p, |s| s.p99_us),
+                us(p.ebpf.p99_us)
+            ),
         );
     }
     for p in pairs {
@@ -551,24 +656,36 @@ fn render(pairs: &[Pair], elapsed: Duration) -> String {
     out
 }
 
-/// `direct` is the plain routed path and `gateway` the eBPF path (for the unprotected rows:
-/// with the programs attached); `ratio` is eBPF / plain.
+/// eBPF / relay, for the quantities the relay carries.
+fn ratio_ebpf_relay(p: &Pair) -> Option<f64> {
+    p.relay.map(|r| p.ebpf.rate / r.rate)
+}
+
+/// `direct` is the plain routed path, `relay` haproxy on the bastion (null for the unprotected
+/// rows) and `gateway` the eBPF path (for the unprotected rows: with the programs attached);
+/// `ratio` is eBPF / plain, `ratio_relay` (also `ratio_ebpf_relay`) eBPF / relay.
 fn to_json(p: &Pair) -> String {
     let json_us = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.1}"));
+    let json_num = |v: Option<f64>| v.map_or_else(|| "null".to_owned(), |v| format!("{v:.4}"));
+    let relay_rate = json_num(p.relay.map(|r| r.rate));
+    let ratio_relay = json_num(ratio_ebpf_relay(p));
     let item = gateway_only(
         p.name,
         p.unit,
         &format!("{:.4}", p.ebpf.rate),
         &format!(
-            ",\"plain\":{:.4},\"ebpf\":{:.4},\"ratio_ebpf_plain\":{:.4},\"plain_p50_us\":{},\
-             \"ebpf_p50_us\":{},\"plain_p99_us\":{},\"ebpf_p99_us\":{},\"rounds\":{ROUNDS},\
-             \"what\":\"{}\"",
+            ",\"plain\":{:.4},\"ebpf\":{:.4},\"ratio_ebpf_plain\":{:.4},\
+             \"ratio_ebpf_relay\":{ratio_relay},\"plain_p50_us\":{},\"relay_p50_us\":{},\
+             \"ebpf_p50_us\":{},\"plain_p99_us\":{},\"relay_p99_us\":{},\"ebpf_p99_us\":{},\
+             \"rounds\":{ROUNDS},\"what\":\"{}\"",
             p.plain.rate,
             p.ebpf.rate,
             p.ebpf.rate / p.plain.rate,
             json_us(p.plain.p50_us),
+            json_us(p.relay.and_then(|r| r.p50_us)),
             json_us(p.ebpf.p50_us),
             json_us(p.plain.p99_us),
+            json_us(p.relay.and_then(|r| r.p99_us)),
             json_us(p.ebpf.p99_us),
             p.what
         ),
@@ -578,9 +695,15 @@ fn to_json(p: &Pair) -> String {
         &format!("\"direct\":{:.4}", p.plain.rate),
         1,
     )
+    .replacen("\"relay\":null", &format!("\"relay\":{relay_rate}"), 1)
     .replacen(
         "\"ratio\":null",
         &format!("\"ratio\":{:.4}", p.ebpf.rate / p.plain.rate),
+        1,
+    )
+    .replacen(
+        "\"ratio_relay\":null",
+        &format!("\"ratio_relay\":{ratio_relay}"),
         1,
     )
 }
