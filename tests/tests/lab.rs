@@ -34,6 +34,9 @@ const SPOOFED: [&str; 2] = ["198.18.2.77", "198.18.1.99"];
 const WHO_AM_I: &str = "SELECT host FROM information_schema.processlist WHERE id = CONNECTION_ID()";
 
 /// The phase-2 configuration (the contract with the gateway's routed interception).
+/// The gateway's metrics endpoint, inside the bastion.
+const METRICS_PORT: u16 = 19187;
+
 fn gateway_config(scope: &Path, gateway_cgroup: &Path, pin: &Path, store: &Path) -> String {
     format!(
         r#"
@@ -54,6 +57,9 @@ interfaces = ["tgd"]
 
 [recording]
 store = "{store}"
+
+[metrics]
+listen = "127.0.0.1:{METRICS_PORT}"
 
 [[targets]]
 name = "db-v4"
@@ -497,6 +503,24 @@ fn assert_counted(interception: &Interception<'_>) {
         assert!(counter(name) > 0, "{name} is 0: {status:#}");
     }
     assert_eq!(status["gateway"]["running"], true, "{status:#}");
+
+    // The same counters on the gateway's metrics endpoint.
+    let metrics = run_capture(command_in(Some(interception.bastion), "python3").args([
+        "-c",
+        &format!(
+            "import urllib.request; print(urllib.request.urlopen(\
+             'http://127.0.0.1:{METRICS_PORT}/metrics', timeout=5).read().decode())"
+        ),
+    ]))
+    .expect("metrics");
+    let metrics = String::from_utf8_lossy(&metrics.stdout);
+    let line = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("tollgate_datapath_packets_total{counter=\"xdp_dropped_fragment\"}")
+        })
+        .unwrap_or_else(|| panic!("no data-path counter on /metrics:\n{metrics}"));
+    assert_ne!(line.rsplit(' ').next(), Some("0"), "{line}");
 }
 
 /// A client that keeps its socket open after `COM_QUIT` makes the gateway close first: the
