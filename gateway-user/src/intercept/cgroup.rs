@@ -61,28 +61,7 @@ impl ManagedCgroup {
     /// Creates the cgroup at `path` (or adopts it if it exists), after checking that its parent
     /// is in a cgroup v2 mount and that `path` is not a mount root.
     pub fn prepare(path: &Path) -> Result<Self, CgroupError> {
-        let parent = path.parent().unwrap_or(Path::new("/"));
-        if !is_cgroup2(parent) {
-            if is_cgroup2(path) {
-                return Err(CgroupError::IsRoot(path.to_owned()));
-            }
-            return Err(CgroupError::NotCgroup2 {
-                path: path.to_owned(),
-                parent: parent.to_owned(),
-            });
-        }
-        let created = match std::fs::create_dir(path) {
-            Ok(()) => true,
-            Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => false,
-            Err(source) => {
-                return Err(CgroupError::Io {
-                    path: path.to_owned(),
-                    action: "create",
-                    hint: permission_hint(&source),
-                    source,
-                });
-            }
-        };
+        let created = create_below_cgroup2(path)?;
         Ok(Self {
             path: path.to_owned(),
             created,
@@ -148,26 +127,33 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 /// The gateway's own cgroup: created if missing. Its id is what the eBPF programs compare a
 /// socket's cgroup with.
 pub fn ensure_cgroup(path: &Path) -> Result<u64, CgroupError> {
+    create_below_cgroup2(path)?;
+    cgroup_id(path)
+}
+
+/// Creates the cgroup at `path` (true) or finds it there (false), after checking that its
+/// parent is in a cgroup v2 mount and that `path` is not a mount root.
+fn create_below_cgroup2(path: &Path) -> Result<bool, CgroupError> {
     let parent = path.parent().unwrap_or(Path::new("/"));
     if !is_cgroup2(parent) {
+        if is_cgroup2(path) {
+            return Err(CgroupError::IsRoot(path.to_owned()));
+        }
         return Err(CgroupError::NotCgroup2 {
             path: path.to_owned(),
             parent: parent.to_owned(),
         });
     }
     match std::fs::create_dir(path) {
-        Ok(()) => {}
-        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(source) => {
-            return Err(CgroupError::Io {
-                path: path.to_owned(),
-                action: "create",
-                hint: permission_hint(&source),
-                source,
-            });
-        }
+        Ok(()) => Ok(true),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(source) => Err(CgroupError::Io {
+            path: path.to_owned(),
+            action: "create",
+            hint: permission_hint(&source),
+            source,
+        }),
     }
-    cgroup_id(path)
 }
 
 /// The cgroup v2 id of the cgroup at `path` (its directory's inode number).
@@ -204,13 +190,18 @@ fn permission_hint(error: &std::io::Error) -> &'static str {
 }
 
 fn is_cgroup2(path: &Path) -> bool {
+    is_filesystem(path, CGROUP2_SUPER_MAGIC)
+}
+
+/// True when `path` is on a filesystem of type `magic` (`statfs`'s `f_type`).
+pub(crate) fn is_filesystem(path: &Path, magic: i64) -> bool {
     nix::sys::statfs::statfs(path).is_ok_and(|fs| {
         #[expect(
             clippy::useless_conversion,
             reason = "f_type's integer type differs by arch"
         )]
         let kind = i64::from(fs.filesystem_type().0);
-        kind == CGROUP2_SUPER_MAGIC
+        kind == magic
     })
 }
 

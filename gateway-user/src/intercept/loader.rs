@@ -433,17 +433,7 @@ fn mount_bpffs(pins: &Path) -> Result<(), InterceptError> {
     if !pins.starts_with(root) {
         return Ok(());
     }
-    let is_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).is_ok_and(|fs| {
-            #[expect(
-                clippy::useless_conversion,
-                reason = "f_type's integer type differs by arch"
-            )]
-            let kind = i64::from(fs.filesystem_type().0);
-            kind == BPF_FS_MAGIC
-        })
-    };
-    if is_bpffs(root) {
+    if cgroup::is_filesystem(root, BPF_FS_MAGIC) {
         return Ok(());
     }
     nix::mount::mount(
@@ -540,11 +530,7 @@ impl Attachment {
         let link = program
             .take_link(id)
             .map_err(|source| InterceptError::program(name, source))?;
-        let link = FdLink::try_from(link).map_err(|e| InterceptError::Feature {
-            program: name,
-            feature: "TCX links (kernel 6.6 or later)",
-            detail: e.to_string(),
-        })?;
+        let link = fd_link(name, "TCX links (kernel 6.6 or later)", link)?;
         self.push(link, format!("{name}_{interface}"));
         Ok(())
     }
@@ -571,7 +557,7 @@ impl Attachment {
         let link = program
             .take_link(id)
             .map_err(|source| InterceptError::program(name, source))?;
-        let link = fd_link(name, link)?;
+        let link = fd_link(name, "sk_lookup links (kernel 5.9 or later)", link)?;
         self.push(link, name.to_owned());
         Ok(())
     }
@@ -603,11 +589,7 @@ impl Attachment {
         let link = program
             .take_link(id)
             .map_err(|source| InterceptError::program(name, source))?;
-        let link = FdLink::try_from(link).map_err(|e| InterceptError::Feature {
-            program: name,
-            feature: "XDP links (kernel 5.9 or later)",
-            detail: e.to_string(),
-        })?;
+        let link = fd_link(name, "XDP links (kernel 5.9 or later)", link)?;
         self.push(link, format!("{name}_{interface}"));
         Ok(())
     }
@@ -630,7 +612,7 @@ impl Attachment {
                 .and_then(|()| program.attach(&file, CgroupSkbAttachType::Egress, mode))
                 .and_then(|id| program.take_link(id))
                 .map_err(|source| InterceptError::program(name, source))
-                .and_then(|link| fd_link(name, link))
+                .and_then(|link| fd_link(name, CGROUP_LINKS, link))
                 .map(|link| self.push(link, name.to_owned()))?;
         }
         {
@@ -641,7 +623,7 @@ impl Attachment {
                 .and_then(|()| program.attach(&file, mode))
                 .and_then(|id| program.take_link(id))
                 .map_err(|source| InterceptError::program(name, source))
-                .and_then(|link| fd_link(name, link))
+                .and_then(|link| fd_link(name, CGROUP_LINKS, link))
                 .map(|link| self.push(link, name.to_owned()))?;
         }
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
@@ -651,7 +633,7 @@ impl Attachment {
                 .and_then(|()| program.attach(&file, mode))
                 .and_then(|id| program.take_link(id))
                 .map_err(|source| InterceptError::program(name, source))
-                .and_then(|link| fd_link(name, link))
+                .and_then(|link| fd_link(name, CGROUP_LINKS, link))
                 .map(|link| self.push(link, name.to_owned()))?;
         }
         Ok(())
@@ -663,14 +645,18 @@ impl Attachment {
     }
 }
 
-fn fd_link<L>(name: &'static str, link: L) -> Result<FdLink, InterceptError>
+/// What cgroup programs need to be attached as links.
+const CGROUP_LINKS: &str = "cgroup BPF links (kernel 5.7 or later)";
+
+/// A program's link as a plain BPF link (pinnable); the kernel lacks `feature` otherwise.
+fn fd_link<L>(name: &'static str, feature: &'static str, link: L) -> Result<FdLink, InterceptError>
 where
     FdLink: TryFrom<L>,
     <FdLink as TryFrom<L>>::Error: std::fmt::Display,
 {
     FdLink::try_from(link).map_err(|e| InterceptError::Feature {
         program: name,
-        feature: "cgroup BPF links (kernel 5.7 or later)",
+        feature,
         detail: e.to_string(),
     })
 }
