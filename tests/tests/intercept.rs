@@ -450,3 +450,63 @@ fn a_mapped_local_process_logs_in_as_its_kernel_identity_without_a_password() {
     gateway.stop();
     assert_kernel_logins(&gateway.recorded_events(), &cgroup);
 }
+
+/// A target on this host's own loopback (as in the quickstart): a process in the cgroup that
+/// dials it lands in the gateway, whose listener is on the same protected address. The egress
+/// rule (only the gateway reaches protected hosts) must let that redirected connect through,
+/// and still stop a raw-socket-free plain connect to another port of the protected address.
+#[test]
+fn a_loopback_target_is_steered_through_the_egress_rule() {
+    if !require_root("a_loopback_target_is_steered_through_the_egress_rule") {
+        return;
+    }
+    let ns = Netns::create("lo", &["198.18.0.20/24"]).expect("netns");
+    let _db = MariaDb::start(Some(&ns), "127.0.0.1", 3306).expect("MariaDB on loopback");
+    let _other = MariaDb::start(Some(&ns), "127.0.0.1", 3307).expect("a second server");
+    let cgroup = cgroup2_root().join(format!("tollgate-test-lo-{}", std::process::id()));
+    let config = format!(
+        r#"
+[listener]
+addresses = ["127.0.0.1:15306"]
+
+[interception]
+cgroup = "{cgroup}"
+
+[recording]
+store = "{{store}}"
+
+[[targets]]
+name = "local-db"
+address = "127.0.0.1"
+port = 3306
+"#,
+        cgroup = cgroup.display()
+    );
+    let mut gateway = Gateway::start(Some(&ns), &config).expect("gateway");
+
+    let (pid, lines, stderr) = client_in_cgroup(
+        &ns,
+        &gateway.config_path,
+        None,
+        "127.0.0.1",
+        3306,
+        "SELECT 6*7",
+    );
+    assert!(pid != 0, "the steered client failed: {stderr}");
+    assert_eq!(lines.first().map(String::as_str), Some("42"), "{lines:?}");
+    let started = session_started_by(&gateway, pid);
+    assert_eq!(started["target_name"], "local-db", "{started}");
+
+    // Another port of the protected address, from the cgroup: not the gateway, dropped.
+    let (pid_other, _, stderr) = client_in_cgroup(
+        &ns,
+        &gateway.config_path,
+        None,
+        "127.0.0.1",
+        3307,
+        "SELECT 1",
+    );
+    assert_eq!(pid_other, 0, "reached 3307 around the gateway");
+    assert!(stderr.contains("Can't connect"), "{stderr}");
+    gateway.stop();
+}
