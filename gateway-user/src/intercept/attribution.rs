@@ -181,4 +181,34 @@ mod tests {
         });
         assert_eq!(origin.original_destination.to_string(), "[fd00::10]:3306");
     }
+
+    #[test]
+    fn a_routed_flow_is_the_target_its_local_address_names() {
+        let text = r#"
+[listener]
+addresses = ["127.0.0.1:15306"]
+[[targets]]
+name = "v4"
+address = "198.18.2.0/24"
+port = 3306
+[[targets]]
+name = "v6"
+address = "fd00:198:18:2::2"
+port = 3306
+"#;
+        let config =
+            crate::config::Config::parse(text, std::path::Path::new("t.toml")).expect("config");
+        let v4 = Origin::routed(&config, "198.18.2.9:3306".parse().expect("addr")).expect("v4");
+        assert_eq!((v4.target_id, v4.process), (0, None));
+        assert_eq!(v4.original_destination.to_string(), "198.18.2.9:3306");
+        // An IPv4 flow accepted on a dual-stack socket shows its address IPv4-mapped.
+        let mapped = Origin::routed(&config, "[::ffff:198.18.2.9]:3306".parse().expect("addr"))
+            .expect("mapped");
+        assert_eq!(mapped.original_destination.to_string(), "198.18.2.9:3306");
+        let v6 =
+            Origin::routed(&config, "[fd00:198:18:2::2]:3306".parse().expect("addr")).expect("v6");
+        assert_eq!(v6.target_id, 1);
+        assert!(Origin::routed(&config, "198.18.2.9:3307".parse().expect("addr")).is_none());
+        assert!(Origin::routed(&config, "198.18.3.1:3306".parse().expect("addr")).is_none());
+    }
 }

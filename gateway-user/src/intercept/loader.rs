@@ -969,4 +969,51 @@ port = 3307
         );
         assert!(gateway_config(&[], 1).is_err());
     }
+
+    #[test]
+    fn hosts_are_the_targets_prefixes_without_their_ports() {
+        let (v4, v6) = host_entries(&targets());
+        assert_eq!(v4.len(), 1);
+        assert_eq!({ v4[0].0.prefix_len() }, 24);
+        assert_eq!(v4[0].0.data(), [198, 18, 0, 0]);
+        assert_eq!(v6.len(), 1);
+        assert_eq!({ v6[0].0.prefix_len() }, 128);
+        assert_eq!(v6[0].1.target_id, 1);
+    }
+
+    #[test]
+    fn routed_steering_settings_parse_with_their_defaults() {
+        let text = r#"
+[listener]
+addresses = ["127.0.0.1:15306"]
+[interception.routed]
+interfaces = ["eth0"]
+[interception.egress]
+interfaces = ["eth1"]
+[[targets]]
+name = "a"
+address = "198.18.2.2"
+port = 3306
+"#;
+        let config = Config::parse(text, Path::new("t.toml")).expect("config");
+        let interception = &config.interception;
+        assert_eq!(interception.routed.port, 15307);
+        assert_eq!(interception.routed.mark, 0x5447);
+        assert_eq!(interception.routed.xdp_mode, XdpAttachMode::Auto);
+        assert_eq!(interception.egress.interfaces, ["eth1"]);
+        assert!(
+            interception.cgroup.is_none(),
+            "the host is the default scope"
+        );
+        assert!(interception.needs_gateway_cgroup());
+        let bad = text.replace(
+            "interfaces = [\"eth0\"]",
+            "interfaces = [\"eth0\"]\nport = 0",
+        );
+        let error = Config::parse(&bad, Path::new("t.toml")).expect_err("port 0");
+        assert!(
+            error.to_string().contains("interception.routed.port"),
+            "{error}"
+        );
+    }
 }
