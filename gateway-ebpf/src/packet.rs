@@ -241,15 +241,9 @@ pub fn host_v4(addr: [u8; 4]) -> Option<HostValue> {
     HOSTS_V4.get(Key::new(32, addr)).copied()
 }
 
-/// The protected target `dst`:`port` is, if any (IPv4 packets, or native IPv6 ones).
+/// The protected target `ip.dst`:`port` is, if any (IPv4, or native IPv6).
 #[inline(always)]
 pub fn protected_target(ip: &Ip, port: u16) -> Option<TargetValue> {
-    protected_target_at(ip, port)
-}
-
-/// The protected target an address (in `ip.dst`, of `ip.version`) and port are, if any.
-#[inline(always)]
-pub fn protected_target_at(ip: &Ip, port: u16) -> Option<TargetValue> {
     let p = port.to_be_bytes();
     if ip.version == 4 {
         let a = ip.dst;

@@ -25,10 +25,7 @@ use gateway_common::{Counter, LISTENER_V4, LISTENER_V6, ipv6_octets};
 
 use crate::{
     maps::{GATEWAY, LISTENERS, count},
-    packet::{
-        IPPROTO_TCP, Ip, TC_NEXT, TC_OK, TC_SHOT, protected_target, protected_target_at,
-        skb_headers,
-    },
+    packet::{IPPROTO_TCP, Ip, TC_NEXT, TC_OK, TC_SHOT, protected_target, skb_headers},
 };
 
 #[classifier]
@@ -88,7 +85,7 @@ pub fn tollgate_sk_lookup(ctx: SkLookupContext) -> u32 {
     } else {
         return SK_PASS;
     };
-    if protected_target_at(&destination, port).is_none() {
+    if protected_target(&destination, port).is_none() {
         return SK_PASS;
     }
     if LISTENERS.redirect_sk_lookup(&ctx, listener, 0).is_ok() {

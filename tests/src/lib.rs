@@ -106,11 +106,16 @@ pub fn free_port() -> u16 {
 /// than `ip netns exec`, which remounts /sys and would hide the cgroup mount.
 #[must_use]
 pub fn command_in(netns: Option<&Netns>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    command_in_named(netns.map(|ns| ns.name.as_str()), program)
+}
+
+/// [`command_in`] by the namespace's name (for holders of a name, not of the [`Netns`]).
+fn command_in_named(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
     match netns {
-        Some(ns) => {
+        Some(name) => {
             let mut command = Command::new("nsenter");
             command
-                .arg(format!("--net=/run/netns/{}", ns.name))
+                .arg(format!("--net=/run/netns/{name}"))
                 .arg("--")
                 .arg(program);
             command
@@ -224,16 +229,7 @@ impl MariaDb {
 impl Drop for MariaDb {
     fn drop(&mut self) {
         let script = workspace_root().join("tests/scripts/mariadb.sh");
-        let mut command = match &self.netns {
-            Some(ns) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{ns}"))
-                    .arg("--")
-                    .arg(&script);
-                c
-            }
-            None => Command::new(&script),
-        };
+        let mut command = command_in_named(self.netns.as_deref(), &script);
         let _ = run_capture(command.arg("stop").arg(self.dir.path()));
     }
 }
@@ -504,17 +500,7 @@ impl Gateway {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut command = match &self.netns {
-            Some(name) => {
-                let mut c = Command::new("nsenter");
-                c.arg(format!("--net=/run/netns/{name}"))
-                    .arg("--")
-                    .arg(tollgate_bin());
-                c
-            }
-            None => Command::new(tollgate_bin()),
-        };
-        let child = command
+        let child = command_in_named(self.netns.as_deref(), tollgate_bin())
             .args(["--log-format", "json", "serve", "--config"])
             .arg(&self.config_path)
             .env("TOLLGATE_LOG", "info")

@@ -633,9 +633,7 @@ fn routed_clients_reach_mariadb_only_through_the_gateway() {
     );
 
     // Restarted (in the bastion, on the same store), it serves again.
-    // (`Gateway::restart` would start it in the root namespace: a fresh one instead.)
-    drop(gateway);
-    let gateway = Gateway::start(Some(lab.bastion()), &config).expect("gateway restarted");
+    gateway.restart(&[]).expect("gateway restarted");
     let lines = mariadb(lab.client(), DB_V4, WHO_AM_I, 5)
         .unwrap_or_else(|e| panic!("client after the restart: {e}\n{}", gateway.log_text()));
     let host = lines.first().expect("processlist host").clone();

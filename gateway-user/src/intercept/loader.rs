@@ -132,13 +132,8 @@ impl Interceptor {
     pub fn start(config: &Config, listeners: &[SocketAddr]) -> Result<Self, InterceptError> {
         check_can_load()?;
         let interception = &config.interception;
-        let mut gateway = gateway_config(listeners, std::process::id())?;
-        gateway.mark = interception.routed.mark;
-        if !interception.routed.interfaces.is_empty() {
-            gateway.routed_port = interception.routed.port.to_be_bytes();
-        }
-        if let Some(path) = gateway_cgroup_path(interception)? {
-            gateway.gateway_cgroup_id = cgroup::ensure_cgroup(&path)?;
+        let (gateway, gateway_cgroup) = gateway_entry(interception, listeners, std::process::id())?;
+        if let Some(path) = gateway_cgroup {
             cgroup::join_cgroup(&path)?;
         }
         if is_up(interception) {
@@ -294,14 +289,7 @@ pub fn up(config: &Config) -> Result<Vec<PathBuf>, InterceptError> {
         .map(|a| *a.get_ref())
         .collect();
     // The gateway is not running yet: no process id; its cgroup is known.
-    let mut gateway = gateway_config(&listeners, 0)?;
-    gateway.mark = interception.routed.mark;
-    if !interception.routed.interfaces.is_empty() {
-        gateway.routed_port = interception.routed.port.to_be_bytes();
-    }
-    if let Some(path) = gateway_cgroup_path(interception)? {
-        gateway.gateway_cgroup_id = cgroup::ensure_cgroup(&path)?;
-    }
+    let (gateway, _) = gateway_entry(interception, &listeners, 0)?;
     check_families(config, &gateway)?;
     mount_bpffs(&interception.pin_path)?;
     let scope = Scope::prepare(interception)?;
@@ -362,6 +350,25 @@ pub fn down(config: &Config) -> Result<Vec<String>, InterceptError> {
         }
     }
     Ok(removed)
+}
+
+/// The `GATEWAY` map's entry for a gateway listening on `listeners` as process `tgid` (0: not
+/// running yet), with its cgroup created when it needs one (returned, for it to join).
+fn gateway_entry(
+    interception: &InterceptionConfig,
+    listeners: &[SocketAddr],
+    tgid: u32,
+) -> Result<(GatewayConfig, Option<PathBuf>), InterceptError> {
+    let mut gateway = gateway_config(listeners, tgid)?;
+    gateway.mark = interception.routed.mark;
+    if !interception.routed.interfaces.is_empty() {
+        gateway.routed_port = interception.routed.port.to_be_bytes();
+    }
+    let gateway_cgroup = gateway_cgroup_path(interception)?;
+    if let Some(path) = &gateway_cgroup {
+        gateway.gateway_cgroup_id = cgroup::ensure_cgroup(path)?;
+    }
+    Ok((gateway, gateway_cgroup))
 }
 
 /// True when `tollgate up` has pinned the programs at `pin_path`.
@@ -516,23 +523,45 @@ impl Attachment {
         Ok(attachment)
     }
 
+    /// Finds program `name`, loads and attaches it with `attach` (which returns its link), and
+    /// keeps the link as a plain BPF link named `pin_name`; the kernel lacks `feature` when the
+    /// link is no BPF link.
+    fn keep_link<P, L>(
+        &mut self,
+        name: &'static str,
+        pin_name: String,
+        feature: &'static str,
+        attach: impl FnOnce(&mut P) -> Result<L, InterceptError>,
+    ) -> Result<(), InterceptError>
+    where
+        for<'a> &'a mut P:
+            TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+        FdLink: TryFrom<L>,
+        <FdLink as TryFrom<L>>::Error: std::fmt::Display,
+    {
+        let link = attach(program::<P>(&mut self.ebpf, name)?)?;
+        let link = fd_link(name, feature, link)?;
+        self.push(link, pin_name);
+        Ok(())
+    }
+
     fn attach_tc(
         &mut self,
         name: &'static str,
         interface: &str,
         kind: TcAttachType,
     ) -> Result<(), InterceptError> {
-        let program: &mut SchedClassifier = program(&mut self.ebpf, name)?;
-        load_once(name, program.load(), program.fd().is_ok())?;
-        let id = program
-            .attach(interface, kind)
-            .map_err(|source| interface_error(name, interface, source))?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| InterceptError::program(name, source))?;
-        let link = fd_link(name, "TCX links (kernel 6.6 or later)", link)?;
-        self.push(link, format!("{name}_{interface}"));
-        Ok(())
+        let pin_name = format!("{name}_{interface}");
+        let feature = "TCX links (kernel 6.6 or later)";
+        self.keep_link(name, pin_name, feature, |program: &mut SchedClassifier| {
+            load_once(name, program.load(), program.fd().is_ok())?;
+            let id = program
+                .attach(interface, kind)
+                .map_err(|source| interface_error(name, interface, source))?;
+            program
+                .take_link(id)
+                .map_err(|source| InterceptError::program(name, source))
+        })
     }
 
     /// `sk_lookup` on this process's network namespace (the bastion's).
@@ -543,23 +572,22 @@ impl Attachment {
             feature: "network namespaces (/proc/self/ns/net)",
             detail: e.to_string(),
         })?;
-        let program: &mut SkLookup = program(&mut self.ebpf, name)?;
-        program
-            .load()
-            .map_err(|source| InterceptError::program(name, source))?;
-        let id = program
-            .attach(&netns)
-            .map_err(|e| InterceptError::Feature {
-                program: name,
-                feature: "sk_lookup programs (kernel 5.9 or later)",
-                detail: e.to_string(),
-            })?;
-        let link = program
-            .take_link(id)
-            .map_err(|source| InterceptError::program(name, source))?;
-        let link = fd_link(name, "sk_lookup links (kernel 5.9 or later)", link)?;
-        self.push(link, name.to_owned());
-        Ok(())
+        let feature = "sk_lookup programs (kernel 5.9 or later)";
+        self.keep_link(name, name.to_owned(), feature, |program: &mut SkLookup| {
+            program
+                .load()
+                .map_err(|source| InterceptError::program(name, source))?;
+            let id = program
+                .attach(&netns)
+                .map_err(|e| InterceptError::Feature {
+                    program: name,
+                    feature,
+                    detail: e.to_string(),
+                })?;
+            program
+                .take_link(id)
+                .map_err(|source| InterceptError::program(name, source))
+        })
     }
 
     /// XDP on `interface`: in `mode`; `auto` is native on a physical interface and generic on a
@@ -567,9 +595,6 @@ impl Attachment {
     /// does not).
     fn attach_xdp(&mut self, interface: &str, mode: XdpAttachMode) -> Result<(), InterceptError> {
         let name = PROG_XDP_GUARD;
-        let program: &mut Xdp = program(&mut self.ebpf, name)?;
-        load_once(name, program.load(), program.fd().is_ok())?;
-        // Failing the chosen mode, generic (skb) mode, which every interface has.
         let generic = match mode {
             XdpAttachMode::Native => false,
             XdpAttachMode::Generic => true,
@@ -580,18 +605,21 @@ impl Attachment {
         } else {
             XdpMode::Default
         };
-        let id = match program.attach(interface, first) {
-            Ok(id) => id,
-            Err(_) => program
-                .attach(interface, XdpMode::Skb)
-                .map_err(|source| interface_error(name, interface, source))?,
-        };
-        let link = program
-            .take_link(id)
-            .map_err(|source| InterceptError::program(name, source))?;
-        let link = fd_link(name, "XDP links (kernel 5.9 or later)", link)?;
-        self.push(link, format!("{name}_{interface}"));
-        Ok(())
+        let pin_name = format!("{name}_{interface}");
+        let feature = "XDP links (kernel 5.9 or later)";
+        self.keep_link(name, pin_name, feature, |program: &mut Xdp| {
+            load_once(name, program.load(), program.fd().is_ok())?;
+            // Failing the chosen mode, generic (skb) mode, which every interface has.
+            let id = match program.attach(interface, first) {
+                Ok(id) => id,
+                Err(_) => program
+                    .attach(interface, XdpMode::Skb)
+                    .map_err(|source| interface_error(name, interface, source))?,
+            };
+            program
+                .take_link(id)
+                .map_err(|source| InterceptError::program(name, source))
+        })
     }
 
     fn attach_cgroup(&mut self, path: &Path) -> Result<(), InterceptError> {
@@ -602,39 +630,49 @@ impl Attachment {
         // Through BPF links (flags 0): links always run beside other programs on the cgroup,
         // so on the host scope other tools' programs on the root cgroup stay.
         let mode = CgroupAttachMode::Single;
-        // sockops first, so a connect redirected the moment connect4 is attached is already
-        // re-keyed when its handshake completes; the egress rule before any redirect.
-        {
-            let name = PROG_CGROUP_EGRESS;
-            let program: &mut CgroupSkb = program(&mut self.ebpf, name)?;
-            program
-                .load()
-                .and_then(|()| program.attach(&file, CgroupSkbAttachType::Egress, mode))
-                .and_then(|id| program.take_link(id))
-                .map_err(|source| InterceptError::program(name, source))
-                .and_then(|link| fd_link(name, CGROUP_LINKS, link))
-                .map(|link| self.push(link, name.to_owned()))?;
-        }
-        {
-            let name = PROG_SOCKOPS;
-            let program: &mut SockOps = program(&mut self.ebpf, name)?;
-            program
-                .load()
-                .and_then(|()| program.attach(&file, mode))
-                .and_then(|id| program.take_link(id))
-                .map_err(|source| InterceptError::program(name, source))
-                .and_then(|link| fd_link(name, CGROUP_LINKS, link))
-                .map(|link| self.push(link, name.to_owned()))?;
-        }
+        let failed = |name| move |source| InterceptError::program(name, source);
+        // The egress rule before any redirect; sockops before connect4/6, so a connect
+        // redirected the moment connect4 is attached is already re-keyed when its handshake
+        // completes.
+        let name = PROG_CGROUP_EGRESS;
+        self.keep_link(
+            name,
+            name.to_owned(),
+            CGROUP_LINKS,
+            |program: &mut CgroupSkb| {
+                program
+                    .load()
+                    .and_then(|()| program.attach(&file, CgroupSkbAttachType::Egress, mode))
+                    .and_then(|id| program.take_link(id))
+                    .map_err(failed(name))
+            },
+        )?;
+        let name = PROG_SOCKOPS;
+        self.keep_link(
+            name,
+            name.to_owned(),
+            CGROUP_LINKS,
+            |program: &mut SockOps| {
+                program
+                    .load()
+                    .and_then(|()| program.attach(&file, mode))
+                    .and_then(|id| program.take_link(id))
+                    .map_err(failed(name))
+            },
+        )?;
         for name in [PROG_CONNECT4, PROG_CONNECT6] {
-            let program: &mut CgroupSockAddr = program(&mut self.ebpf, name)?;
-            program
-                .load()
-                .and_then(|()| program.attach(&file, mode))
-                .and_then(|id| program.take_link(id))
-                .map_err(|source| InterceptError::program(name, source))
-                .and_then(|link| fd_link(name, CGROUP_LINKS, link))
-                .map(|link| self.push(link, name.to_owned()))?;
+            self.keep_link(
+                name,
+                name.to_owned(),
+                CGROUP_LINKS,
+                |program: &mut CgroupSockAddr| {
+                    program
+                        .load()
+                        .and_then(|()| program.attach(&file, mode))
+                        .and_then(|id| program.take_link(id))
+                        .map_err(failed(name))
+                },
+            )?;
         }
         Ok(())
     }
